@@ -1,0 +1,1 @@
+"""Training data: token shards, pre-tokenisation, length-grouped sampling and batch sources."""

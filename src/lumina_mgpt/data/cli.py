@@ -1,0 +1,40 @@
+"""`lumina-mgpt pretokenize RECORDS.jsonl --out DIR ...`: JSONL records to token shards."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def pretokenize(
+    records: Annotated[Path, typer.Argument(help="JSONL file: {image, caption} or {conversations, images} lines.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the shard-*.safetensors files.")],
+    tokenizer: Annotated[str, typer.Option("--tokenizer", help="Folder with tokenizer.json, or the file.")],
+    image_tokenizer: Annotated[str, typer.Option("--image-tokenizer", help="Image tokenizer folder, file or hub id.")],
+    layout: Annotated[str, typer.Option("--layout", help="Token layout kind: v1, v2 or ours.")] = "ours",
+    area: Annotated[int, typer.Option("--area", help="Target area side in px: images go to its buckets.")] = 512,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the 10% size-less prompts.")] = 0,
+    records_per_shard: Annotated[int, typer.Option("--records-per-shard", min=1)] = 1024,
+    rank: Annotated[int, typer.Option("--rank", envvar="RANK", help="This worker's index.")] = 0,
+    world_size: Annotated[int, typer.Option("--world-size", envvar="WORLD_SIZE", help="Number of workers.")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per VQ encoder pass.")] = 16,
+    device: Annotated[str, typer.Option("--device", help="Device of the image tokenizer.")] = "cpu",
+) -> None:
+    """Tokenise image-caption or conversation records into shards for `lumina-mgpt train`.
+
+    Re-running skips finished shards; several workers (--rank/--world-size, or torchrun) split the shards.
+    """
+    # torch and diffusers are imported on use, so that `lumina-mgpt --help` stays quick
+    from lumina_mgpt.data.pretokenize import pretokenize as run_pretokenize
+    from lumina_mgpt.text import TextTokenizer
+    from lumina_mgpt.vocab import TokenLayout
+    from lumina_mgpt.vq import load_image_tokenizer
+
+    report = run_pretokenize(
+        records, out, tokenizer=TextTokenizer.from_folder(tokenizer),
+        layout=TokenLayout.from_tokenizer(tokenizer, layout),
+        image_tokenizer=load_image_tokenizer(image_tokenizer, device=device), area=area, seed=seed,
+        records_per_shard=records_per_shard, rank=rank, world_size=world_size, batch_size=batch_size,
+    )
+    typer.echo(f"{report.shards_written} shards written ({report.samples} samples), "
+               f"{report.shards_already_done} already done; {len(report.skipped)} records skipped")

@@ -1,0 +1,1 @@
+"""Training: the config, FSDP2 trainer loop, losses, LR schedule, checkpoints and export."""

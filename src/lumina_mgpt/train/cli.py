@@ -1,0 +1,34 @@
+"""`lumina-mgpt train CONFIG.yaml [--out DIR] [--init-from PATH]`, single process or under torchrun."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lumina_mgpt.train.config import load_config
+
+
+def train(
+    config: Annotated[Path, typer.Argument(help="Training YAML (model, stages, data, batch sizes).")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Output folder; a run resumes from its latest checkpoint. Default: runs/CONFIG-NAME.")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        "--init-from", help="Start from this model folder or hub id (overrides the config's init_from).")] = None,
+) -> None:
+    """Train or fine-tune a model (FP-SFT stages, Omni-SFT mixtures); launch with torchrun for several GPUs.
+
+    Checkpoints go to OUT/checkpoints, logs to OUT/tensorboard and OUT/metrics.jsonl, the final model to
+    OUT/model (an HF-format folder with its tokenizers).
+    """
+    import torch.distributed as dist  # torch: imported on use, so that `lumina-mgpt --help` stays quick
+
+    from lumina_mgpt.train.trainer import train as run_training
+
+    settings = load_config(config)
+    try:
+        folder = run_training(settings, out or Path("runs") / config.stem, init_from)
+        if dist.get_rank() == 0:
+            typer.echo(f"model written to {folder}")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,162 @@
+"""The training loop: FP-SFT stages and Omni-SFT mixtures on torchrun + FSDP2, resumable bit for bit.
+
+Per step: this rank's share of the global batch, the context drop, micro-batches with gradient
+accumulation, cross-entropy + z-loss normalised by the global target count, clipping, AdamW with the stage's
+warm-up + cosine rate. Checkpoints (DCP) resume automatically from the output folder; at the end the model is
+exported as an HF-format folder.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+from lumina_mgpt.data.batch import collate, context_drop_flags, drop_context
+from lumina_mgpt.data.sampler import rank_share
+from lumina_mgpt.data.shards import Sample
+from lumina_mgpt.data.sources import ShardSource
+from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.model.checkpoint import load_transformer
+from lumina_mgpt.model.config import ChameleonConfig
+from lumina_mgpt.model.transformer import ChameleonTransformer
+from lumina_mgpt.text import TextTokenizer
+from lumina_mgpt.train.checkpoint import Checkpointer
+from lumina_mgpt.train.config import TrainConfig
+from lumina_mgpt.train.distributed import Runtime, all_reduce_sum, init_distributed, shard_model
+from lumina_mgpt.train.export import export_model
+from lumina_mgpt.train.losses import count_targets, lm_losses
+from lumina_mgpt.train.metrics import MetricsLog
+from lumina_mgpt.train.schedule import learning_rate
+
+
+def train(config: TrainConfig, out: str | os.PathLike, init_from: str | None = None) -> Path:
+    """Train `config` into `out` (resuming from its latest checkpoint) and return the exported model folder."""
+    out = Path(out)
+    runtime = init_distributed(config.device)
+    cuda = runtime.device.type == "cuda"
+    per_step = runtime.world_size * config.micro_batch_size
+    if config.global_batch_size % per_step:
+        raise LuminaError(f"global_batch_size {config.global_batch_size} is not a multiple of world size "
+                          f"{runtime.world_size} x micro_batch_size {config.micro_batch_size}")
+    model = build_model(config, init_from or config.init_from, runtime,
+                        bf16=cuda if config.bf16 == "auto" else config.bf16,
+                        activation_checkpointing=cuda if config.activation_checkpointing == "auto"
+                        else config.activation_checkpointing)
+    torch.manual_seed(config.seed + 1 + runtime.rank)  # dropout; checkpoints carry the state from here on
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.stages[0].lr, betas=config.betas,
+                                  weight_decay=config.weight_decay)
+    checkpointer = Checkpointer(out / "checkpoints", config.keep_checkpoints, runtime)
+    checkpointer.remove_unfinished()
+    step, position = 0, None
+    latest = checkpointer.latest()
+    if latest is not None:
+        saved = checkpointer.load(latest, model, optimizer, {"step": 0, "data": ""})
+        step, position = saved["step"], json.loads(saved["data"])
+    log = MetricsLog(out, total_steps=config.total_steps, start_step=step, every=config.log_every,
+                     enabled=runtime.is_main)
+    if latest is not None:
+        log.write(f"resuming from {latest} (step {step})")
+    source, source_stage = None, -1
+    while step < config.total_steps:
+        stage_index, stage_step = config.stage_at(step)
+        stage = config.stages[stage_index]
+        if stage_index != source_stage:
+            source, source_stage = make_source(config, stage_index, runtime), stage_index
+            if position is not None and position["stage"] == stage_index:
+                source.load_state_dict(position["position"])
+            log.write(f"stage {stage.name!r}: {stage.steps} steps")
+            if isinstance(source, ShardSource) and source.too_long:
+                log.write(f"  {source.too_long} samples longer than max_length {config.max_length} are skipped")
+        lr = learning_rate(stage_step, lr=stage.lr, min_lr=stage.lr if stage.min_lr is None else stage.min_lr,
+                           warmup_steps=stage.warmup_steps, total_steps=stage.steps)
+        scalars, tokens = train_step(model, optimizer, next(source), config, runtime, step, lr)
+        step += 1
+        log.step(step, tokens, scalars)
+        if step % config.checkpoint_every == 0 or step == config.total_steps:
+            data = json.dumps({"stage": stage_index, "position": source.state_dict()})
+            checkpointer.save(step, model, optimizer, {"step": step, "data": data})
+    log.close()
+    folder = export_model(model, config, out / "model", runtime)
+    dist.barrier()
+    return folder
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, samples: list[Sample],
+               config: TrainConfig, runtime: Runtime, step: int, lr: float) -> tuple[dict[str, float], int]:
+    """One optimiser step on this rank's `samples`; returns the global scalars and token count."""
+    flags = context_drop_flags(config.seed, step, config.global_batch_size, config.context_drop)
+    samples = drop_context(samples, rank_share(flags, runtime.rank, runtime.world_size))
+    size = config.micro_batch_size
+    micro = [collate(samples[i:i + size]) for i in range(0, len(samples), size)]
+    local_tokens = sum(len(s) for s in samples)
+    (targets,) = all_reduce_sum([sum(count_targets(labels) for _, labels in micro)], runtime.device)
+    sums = torch.zeros(2, dtype=torch.float64, device=runtime.device)
+    for index, (ids, labels) in enumerate(micro):
+        model.set_requires_gradient_sync(index == len(micro) - 1)
+        logits = model(ids.to(runtime.device))
+        cross_entropy, z_loss = lm_losses(logits, labels.to(runtime.device), max(targets, 1.0))
+        # FSDP averages gradients over ranks; the losses are already shares of the global mean
+        ((cross_entropy + config.z_loss_weight * z_loss) * runtime.world_size).backward()
+        sums += torch.stack([cross_entropy.detach(), z_loss.detach()]).double()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip).full_tensor()
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    dist.all_reduce(sums)
+    (tokens,) = all_reduce_sum([local_tokens], runtime.device)
+    loss, z = sums.tolist()
+    return {"loss": loss, "z_loss": z, "lr": lr, "grad_norm": float(grad_norm)}, int(tokens)
+
+
+def build_model(config: TrainConfig, init_from: str | None, runtime: Runtime, *, bf16: bool,
+                activation_checkpointing: bool) -> ChameleonTransformer:
+    """The sharded model: rank 0 loads `init_from` or initialises a from-scratch model (seeded; its
+    vocab_size defaults to the tokenizer's), the other ranks build on the meta device, and rank 0's weights
+    are broadcast into the shards."""
+    vocab = None if config.tokenizer is None else TextTokenizer.from_folder(config.tokenizer).vocab_size
+    full = None
+    if runtime.is_main:
+        if init_from is not None:
+            full = load_transformer(init_from, dtype=torch.float32, device="cpu")
+        else:
+            torch.manual_seed(config.seed)
+            fields = {"vocab_size": vocab, **config.model} if vocab is not None else config.model
+            full = ChameleonTransformer(ChameleonConfig.from_dict(fields, source="config: model"))
+            full.init_weights()
+    payload = [full.config.to_dict() if full is not None else None]
+    dist.broadcast_object_list(payload, src=0)
+    model_config = ChameleonConfig.from_dict(payload[0])
+    if vocab is not None and model_config.vocab_size < vocab:
+        raise LuminaError(f"the model's vocab_size {model_config.vocab_size} is smaller than the tokenizer's "
+                          f"{vocab} tokens ({config.tokenizer})")
+    if config.dropout is not None:
+        model_config.dropout = config.dropout
+    with torch.device("meta"):
+        model = ChameleonTransformer(model_config)
+    shard_model(model, bf16=bf16, activation_checkpointing=activation_checkpointing)
+    model.to_empty(device=runtime.device)
+    model.model.rotary.reset_parameters()  # a non-persistent buffer: in no state dict
+    state = full.state_dict() if full is not None else {}
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    model.train()
+    return model
+
+
+def make_source(config: TrainConfig, stage_index: int, runtime: Runtime):
+    """The batch source of a stage: shard folders or the shapes world."""
+    stage = config.stages[stage_index]
+    seed = config.seed + 1000 * stage_index
+    if stage.data.world is not None:
+        from lumina_mgpt.data.world_source import WorldSource, WorldSpec  # the world: slow to import
+
+        spec = WorldSpec(dict(stage.data.world.tasks), stage.area, config.tokenizer, config.layout,
+                         config.image_tokenizer, seed, config.max_length)
+        return WorldSource(spec, batch_size=config.global_batch_size, rank=runtime.rank,
+                           world_size=runtime.world_size, device=runtime.device, workers=config.data_workers)
+    return ShardSource(stage.data.shards, batch_size=config.global_batch_size, seed=seed, rank=runtime.rank,
+                       world_size=runtime.world_size, task_ratios=stage.data.task_ratios,
+                       max_length=config.max_length, area=stage.area)

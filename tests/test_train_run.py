@@ -1,0 +1,172 @@
+"""End-to-end training runs on CPU: bit-exact resume after kill -9, torchrun with 2 ranks vs 1, shapes world."""
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from train_fixtures import (  # noqa: F401 (one_thread: a fixture)
+    one_thread,
+    run_env,
+    tiny_image_tokenizer,
+    tiny_text_tokenizer,
+    train_command,
+    write_config,
+    write_synthetic_shards,
+)
+
+from lumina_mgpt.model import load_transformer
+from lumina_mgpt.train.checkpoint import PAUSE_ENV
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"the run ended before {path.name} appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.005)
+
+
+def _kill(process: subprocess.Popen) -> str:
+    process.kill()
+    output = process.communicate()[0]
+    assert process.returncode == -9
+    return output
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(out / "model" / "model.safetensors")
+
+
+def _losses(out: Path) -> dict[int, float]:
+    """Loss per step (a resumed run logs the steps after its checkpoint again; the last entry wins)."""
+    return {row["step"]: row["loss"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+
+
+def _train_here(config: Path, out: Path) -> Path:
+    import torch.distributed as dist
+
+    from lumina_mgpt.train.config import load_config
+    from lumina_mgpt.train.trainer import train
+
+    try:
+        return train(load_config(config), out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_kill_mid_run_and_mid_checkpoint_then_resume_is_bit_exact(tmp_path):
+    write_synthetic_shards(tmp_path / "shards")
+    shards = [str(tmp_path / "shards")]
+    config = write_config(tmp_path / "run.yaml", dropout=0.1, stages=[
+        dict(name="fp-sft", steps=5, lr=3e-3, warmup_steps=2, area=64, data=dict(shards=shards)),
+        dict(name="omni", steps=5, lr=1e-3, min_lr=1e-4, data=dict(shards=shards, task_ratios={"edit": 2.0})),
+    ])
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    _train_here(config, reference)  # uninterrupted, in this process (one thread, as the runs below)
+    checkpoints = run / "checkpoints"
+
+    # 1: killed while step 6's checkpoint is written but not committed
+    first = subprocess.Popen(train_command(config, run), env=run_env(**{PAUSE_ENV: "6:120"}),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(checkpoints / "step-6.tmp" / ".metadata", first)
+    _kill(first)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-2", "step-4", "step-6.tmp"]
+
+    # 2: resumes from step 4 (the last complete one), then is killed in the middle of step 7 or 8
+    second = subprocess.Popen(train_command(config, run), env=run_env(**{PAUSE_ENV: "10:120"}),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(checkpoints / "step-6", second)
+    output = _kill(second)
+    assert "resuming from" in output and "step-4 (step 4)" in output
+    assert not (checkpoints / "step-6.tmp").exists()
+
+    # 3: resumes from step 6 and finishes
+    third = subprocess.run(train_command(config, run), env=run_env(), capture_output=True, text=True, check=True)
+    assert "step-6 (step 6)" in third.stderr + third.stdout
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-10", "step-8"]  # keep_checkpoints: 2
+
+    expected, got = _weights(reference), _weights(run)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    assert _losses(reference) == _losses(run)
+
+
+def test_two_ranks_under_torchrun_follow_the_single_process_loss_curve(tmp_path):
+    write_synthetic_shards(tmp_path / "shards")
+    single = write_config(tmp_path / "single.yaml", micro_batch_size=4)  # 2 accumulation steps of 4
+    double = write_config(tmp_path / "double.yaml", micro_batch_size=2)  # 2 ranks x 2 steps of 2
+    one = subprocess.Popen(train_command(single, tmp_path / "one"), env=run_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    two = subprocess.run(train_command(double, tmp_path / "two", nproc=2), env=run_env(), capture_output=True,
+                         text=True)
+    one_output = one.communicate()[0]
+    assert one.returncode == 0, one_output[-2000:]
+    assert two.returncode == 0, two.stderr[-2000:]
+    one_losses, two_losses = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert list(one_losses) == list(two_losses) == [1, 2, 3, 4, 5, 6]
+    # same global batches, context drops and initial weights; only summation order and padding differ
+    for step in one_losses:
+        assert two_losses[step] == pytest.approx(one_losses[step], rel=1e-5), step
+    expected, got = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5)
+
+
+def test_shapes_world_run_learns_and_exports_a_loadable_model(tmp_path):
+    from lumina_mgpt.pipeline import LuminaMGPTPipeline
+
+    tokenizer, vq = tiny_text_tokenizer(tmp_path / "tokenizer"), tiny_image_tokenizer(tmp_path / "vq")
+    config = write_config(
+        tmp_path / "world.yaml", tokenizer=str(tokenizer), image_tokenizer=str(vq), context_drop=0.1,
+        log_every=1, checkpoint_every=100, global_batch_size=8, micro_batch_size=8,
+        stages=[dict(name="world", area=64, steps=20, lr=1e-2, warmup_steps=3, min_lr=1e-3,
+                     data=dict(world=dict(tasks={"t2i": 2.0, "count_qa": 1.0, "segmentation": 1.0})))],
+    )
+    folder = _train_here(config, tmp_path / "out")
+    losses = list(_losses(tmp_path / "out").values())
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:3]) / 3, losses
+    model = load_transformer(folder)
+    assert model.config.num_hidden_layers == 2 and model.config.dropout == 0.0
+    pipe = LuminaMGPTPipeline.from_pretrained(folder)
+    image = pipe("a red circle", 64, 64, seed=0, progress=False).images[0]
+    assert image.size == (64, 64)
+
+
+def test_init_from_a_checkpoint_and_activation_checkpointing(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from lumina_mgpt.model import ChameleonConfig, ChameleonTransformer, save_transformer
+    from lumina_mgpt.train.cli import train as train_command_function
+
+    torch.manual_seed(3)
+    start = ChameleonTransformer(ChameleonConfig(vocab_size=600, hidden_size=32, intermediate_size=48,
+                                                 num_hidden_layers=2, num_attention_heads=2))
+    start.init_weights()
+    save_transformer(start, tmp_path / "start")
+    write_synthetic_shards(tmp_path / "shards")
+    app = typer.Typer()
+    app.command()(train_command_function)
+    runs = {}
+    for name, checkpointing, lr in (("frozen", False, 0.0), ("plain", False, 1e-2), ("recompute", True, 1e-2)):
+        config = write_config(tmp_path / f"{name}.yaml", activation_checkpointing=checkpointing, stages=[
+            dict(name="s", steps=2, lr=lr, area=64, data=dict(shards=[str(tmp_path / "shards")]))])
+        result = CliRunner().invoke(app, [str(config), "--out", str(tmp_path / name), "--init-from",
+                                          str(tmp_path / "start")])
+        assert result.exit_code == 0, result.output
+        runs[name] = _weights(tmp_path / name)
+    # the config's model (hidden 32, 4 heads) is ignored: the run starts from the checkpoint, and with lr 0
+    # its weights come back unchanged
+    assert load_transformer(tmp_path / "frozen" / "model").config.num_attention_heads == 2
+    for name, tensor in start.state_dict().items():
+        assert torch.equal(runs["frozen"][name], tensor), name
+    # recomputing activations in the backward pass changes nothing
+    assert _losses(tmp_path / "plain") == _losses(tmp_path / "recompute")
+    for name, tensor in runs["plain"].items():
+        assert torch.equal(runs["recompute"][name], tensor), name
+    assert not torch.equal(runs["plain"]["lm_head.weight"], start.state_dict()["lm_head.weight"])
