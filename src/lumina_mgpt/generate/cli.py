@@ -1,0 +1,235 @@
+"""`lumina-mgpt generate` and `lumina-mgpt chat`: images and answers from the command line.
+
+Both write their images as PNGs plus a `settings.json` of everything used (prompt, size, seed, sampling,
+model, timings), and print one line per problem instead of a traceback (exit status 2).
+"""
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from PIL import Image, UnidentifiedImageError
+
+from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.tasks import TASKS, task_message
+from lumina_mgpt.model import ChameleonConfig
+
+DEFAULT_OUT = Path("out")
+
+
+def _one_line_errors(command: Callable) -> Callable:
+    """Print a LuminaError as `error: ...` on stderr and exit 2."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except LuminaError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
+
+    return run
+
+
+@_one_line_errors
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw (wrapped in the resolution-aware template).")],
+    size: Annotated[
+        str | None, typer.Option(help="WxH in pixels, e.g. 768x512 (default: the model's canvas).")
+    ] = None,
+    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Images to draw.")] = 1,
+    seed: Annotated[int, typer.Option(help="Image k uses seed + k.")] = 0,
+    cfg: Annotated[float | None, typer.Option(help="Guidance scale (1 = off).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Image-token temperature (0 = greedy).")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Image-token top-k (0 = all).")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Image-token top-p.")] = None,
+    sample_size: Annotated[bool, typer.Option(help="Let the model sample the size tokens.")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for the PNGs and settings.json.")] = DEFAULT_OUT,
+    model: Annotated[str | None, typer.Option(help="Model folder or hub repo id (default: shipped).")] = None,
+    text_tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer file/folder if not in the model.")
+    ] = None,
+    image_tokenizer: Annotated[
+        str | None, typer.Option(help="Image tokenizer if not the model's vq/.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="torch device, e.g. cuda.")] = None,
+    compile: Annotated[bool, typer.Option(help="Compile the decode step (GPU; slow first call).")] = False,
+) -> None:
+    """Draw images from a text prompt."""
+    width, height = _parse_size(size) if size else (None, None)
+    if width is not None:
+        _precheck_size(width, height, model, text_tokenizer)
+    pipe = _load(model, text_tokenizer, image_tokenizer, device, compile)
+    result = pipe(
+        prompt,
+        width,
+        height,
+        num_images,
+        cfg,
+        temperature,
+        top_k,
+        top_p,
+        seed,
+        force_size=not sample_size,
+        progress=sys.stderr.isatty(),
+    )
+    files = _save_images(result.images, out, "image")
+    size_used = f"{result.images[0].width}x{result.images[0].height}"
+    _write_settings(
+        out,
+        {
+            "command": "generate",
+            "prompt": prompt,
+            "size": size_used,
+            "num_images": num_images,
+            "seed": seed,
+            "sampling": result.settings,
+            "stats": result.stats,
+            "files": files,
+            **_model_info(pipe, model),
+        },
+    )
+    typer.echo(f"wrote {len(files)} image(s) to {out} ({result.stats['seconds']:.1f} s)")
+
+
+@_one_line_errors
+def chat(
+    text: Annotated[
+        str, typer.Argument(help="The instruction, caption, question or object (task dependent).")
+    ] = "",
+    task: Annotated[str, typer.Option(help=f"One of: {', '.join(TASKS)}.")] = "free",
+    image: Annotated[list[Path] | None, typer.Option(help="Input image (repeat for several).")] = None,
+    size: Annotated[str | None, typer.Option(help="WxH of images the model draws.")] = None,
+    map_name: Annotated[str, typer.Option("--map", help="Map of the dual-panel tasks.")] = "segmentation map",
+    frames: Annotated[int, typer.Option(help="Number of frames of the frames task.")] = 2,
+    seed: Annotated[int, typer.Option()] = 0,
+    cfg: Annotated[float | None, typer.Option(help="Guidance scale of image tokens (1 = off).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Image-token temperature.")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Image-token top-k.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Reply length limit.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the PNGs and settings.json.")] = DEFAULT_OUT,
+    model: Annotated[str | None, typer.Option(help="Model folder or hub repo id (default: shipped).")] = None,
+    text_tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer file/folder if not in the model.")
+    ] = None,
+    image_tokenizer: Annotated[
+        str | None, typer.Option(help="Image tokenizer if not the model's vq/.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="torch device, e.g. cuda.")] = None,
+) -> None:
+    """One turn of a multimodal chat: editing, dense prediction, condition to image, QA, frames, dual panels."""
+    spec = TASKS.get(task)
+    if spec is None:
+        raise LuminaError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    images = [_read_image(path) for path in image or []]
+    if spec.images > 0 and len(images) != spec.images:
+        raise LuminaError(f"task {task!r} takes {spec.images} --image, got {len(images)}")
+    width, height = _parse_size(size) if size else (None, None)
+    if width is not None:
+        _precheck_size(width, height, model, text_tokenizer)
+    pipe = _load(model, text_tokenizer, image_tokenizer, device, False)
+    prefix = images.pop() if spec.prefix else None
+    canvas = (width, height) if width else (prefix.width, 2 * prefix.height) if prefix else pipe.preset.canvas
+    content = task_message(task, text, *canvas, map_name=map_name, frames=frames)
+    messages = [{"role": "user", "content": content, "images": images}]
+    reply = pipe.chat(
+        messages,
+        width,
+        height,
+        cfg,
+        temperature,
+        top_k,
+        seed=seed,
+        image_prefix=prefix,
+        max_new_tokens=max_new_tokens,
+        progress=sys.stderr.isatty(),
+    )
+    files = _save_images(reply.images, out, "reply")
+    _write_settings(
+        out,
+        {
+            "command": "chat",
+            "task": task,
+            "message": content,
+            "inputs": [str(p) for p in image or []],
+            "reply": reply.text,
+            "seed": seed,
+            "sampling": reply.settings,
+            "stats": reply.stats,
+            "files": files,
+            **_model_info(pipe, model),
+        },
+    )
+    typer.echo(reply.text)
+    if files:
+        typer.echo(f"wrote {len(files)} image(s) to {out}", err=True)
+
+
+def _parse_size(size: str) -> tuple[int, int]:
+    try:
+        width, height = (int(side) for side in size.lower().split("x"))
+    except ValueError:
+        raise LuminaError(f"size {size!r} is not WxH in pixels (e.g. 768x512)") from None
+    return width, height
+
+
+def _precheck_size(width: int, height: int, model: str | None, text_tokenizer: str | None) -> None:
+    """Refuse an impossible size from the model's config and tokenizer alone, before loading weights."""
+    from lumina_mgpt.pipeline import check_size, detect_kind, model_folder, tokenizer_file
+    from lumina_mgpt.text import TextTokenizer
+    from lumina_mgpt.vocab import TokenLayout
+
+    folder = model_folder(model)
+    file = tokenizer_file(folder, text_tokenizer)
+    layout = TokenLayout.from_tokenizer(file, detect_kind(TextTokenizer.from_file(file)))
+    config = ChameleonConfig.from_json_file(folder / "config.json")
+    check_size(width, height, layout, config.max_position_embeddings)
+
+
+def _load(
+    model: str | None,
+    text_tokenizer: str | None,
+    image_tokenizer: str | None,
+    device: str | None,
+    compile: bool,
+):
+    from lumina_mgpt.pipeline import LuminaMGPTPipeline  # heavy imports only once the arguments are fine
+
+    return LuminaMGPTPipeline.from_pretrained(
+        model, device=device, text_tokenizer=text_tokenizer, image_tokenizer=image_tokenizer, compile=compile
+    )
+
+
+def _read_image(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise LuminaError(f"image file {path} does not exist") from None
+    except (UnidentifiedImageError, OSError):
+        raise LuminaError(f"{path} is not an image file") from None
+
+
+def _save_images(images: list[Image.Image], out: Path, stem: str) -> list[str]:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LuminaError(f"cannot create output folder {out} ({error.strerror})") from None
+    files = []
+    for index, image in enumerate(images):
+        image.save(out / f"{stem}_{index:03d}.png")
+        files.append(f"{stem}_{index:03d}.png")
+    return files
+
+
+def _write_settings(out: Path, settings: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+
+
+def _model_info(pipe, model: str | None) -> dict:
+    return {"model": model or "default (shapes)", "family": pipe.layout.name}

@@ -1,0 +1,244 @@
+"""The decode loop: prompts in, new tokens out, on one preallocated KV cache.
+
+One forward per step over `[conditional rows; unconditional rows]`. The unconditional row of a prompt sees only
+the image block being generated (from its image start, positions from 0), as both releases do; its logits
+guide image-code steps only, and with `cfg_scale == 1` the unconditional rows are not run at all. The Uni-Rep
+grammar picks each row's mask, the sampler draws one token per row from its own random stream.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.constraints import BlockState, Kind, Mode, UniRepGrammar, open_block_start
+from lumina_mgpt.generate.sampling import RowRandom, SamplingSettings, sample_tokens
+from lumina_mgpt.model import ChameleonTransformer, KVCache
+from lumina_mgpt.vocab import TokenLayout
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """Sampling settings of text and image tokens (switched at image start/end), guidance and stopping."""
+
+    text: SamplingSettings = field(default_factory=SamplingSettings)
+    image: SamplingSettings = field(default_factory=SamplingSettings)
+    cfg_scale: float = 1.0
+    force_size: bool = True  # size tokens come from the requested (W, H); False samples them
+    max_new_tokens: int = 1024
+    stop_at_image_end: bool = False  # a row is done after its first image (text-to-image)
+
+    def __post_init__(self) -> None:
+        if self.cfg_scale < 0:
+            raise LuminaError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+        if self.max_new_tokens < 1:
+            raise LuminaError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass
+class Step:
+    """What a step callback sees: the step index, every row's new token, the logits it was sampled from
+    (after guidance, before masks), and each row's mode after the token."""
+
+    index: int
+    tokens: torch.Tensor  # [B]
+    logits: torch.Tensor  # [B, V]
+    mode: torch.Tensor  # [B], constraints.Mode
+
+
+@dataclass
+class DecodeResult:
+    tokens: list[list[int]]  # new tokens per row, up to and including its stop token
+    stats: dict[str, float]
+
+
+class DecodeEngine:
+    """Generates continuations of token prompts with a `ChameleonTransformer` under the Uni-Rep grammar."""
+
+    def __init__(
+        self,
+        model: ChameleonTransformer,
+        layout: TokenLayout,
+        compile: bool = False,
+        cuda_graphs: bool = True,
+    ) -> None:
+        """`compile`: run the one-token forwards through `torch.compile` (dynamic shapes; the first call
+        compiles, which takes a while). `cuda_graphs`: on CUDA, replay each call's token choice as a graph."""
+        self.model = model
+        self.cuda_graphs = cuda_graphs
+        self._decode = torch.compile(model, dynamic=True) if compile else model
+        self.layout = layout
+        self.device = next(model.parameters()).device
+        self.grammar = UniRepGrammar(layout, self.device, vocab_size=model.config.vocab_size)
+        self.stop_ids = torch.tensor(sorted({*layout.stop_ids, layout.turn_sep_id}), device=self.device)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: list[list[int]],
+        settings: DecodeSettings,
+        seeds: list[int],
+        sizes: list[tuple[int, int] | None] | None = None,
+        callback: Callable[[Step], None] | None = None,
+    ) -> DecodeResult:
+        """Continue every prompt (one row each) until a stop token or `settings.max_new_tokens`.
+
+        `sizes[b]` is the `(W, H)` in pixels of the images row b generates (forced size tokens), `seeds[b]` its
+        random stream. A prompt may end inside an open image block (a given image prefix). The tensors a
+        callback sees are reused from step to step: clone what you keep.
+        """
+        began = time.perf_counter()
+        batch, cfg = len(prompts), settings.cfg_scale != 1.0
+        sizes = sizes if sizes is not None else [None] * batch
+        if len(seeds) != batch or len(sizes) != batch:
+            raise LuminaError(f"got {batch} prompts, {len(seeds)} seeds and {len(sizes)} sizes")
+        if any(len(p) == 0 for p in prompts):
+            raise LuminaError("a prompt is empty")
+        state = self.grammar.start(prompts, sizes if settings.force_size else [None] * batch)
+        random = RowRandom(seeds, self.device)
+        rows = prompts + ([self._uncond_context(p) for p in prompts] if cfg else [])
+        capacity = max(len(p) for p in prompts) + settings.max_new_tokens
+        cache = KVCache(self.model.config, len(rows), capacity, _model_dtype(self.model), self.device)
+        logits = self._prefill(rows, cache)
+        choose = _TokenChooser(self, state, settings, logits.shape)
+        out = torch.zeros(batch, settings.max_new_tokens, dtype=torch.long, device=self.device)
+        for step in range(settings.max_new_tokens):
+            token = choose(logits, random.next())
+            out[:, step] = token
+            if callback is not None:
+                callback(Step(step, token, choose.step_logits, state.mode))
+            all_done, any_opened = choose.flags.tolist()  # the step's one sync
+            if all_done or step + 1 == settings.max_new_tokens:
+                break
+            if cfg:
+                if any_opened:  # the unconditional row restarts from this image start token, at position 0
+                    restart = torch.cat([torch.zeros_like(choose.opened), choose.opened])
+                    cache.set_lengths(
+                        cache.lengths.masked_fill(restart, 0), cache.positions.masked_fill(restart, 0)
+                    )
+                token = torch.cat([token, token])
+            logits = self._decode(token.unsqueeze(-1), cache)[:, -1]
+
+        tokens = [row[:n].tolist() for row, n in zip(out, choose.kept.tolist(), strict=True)]
+        stats = {
+            "prompt_tokens": sum(len(p) for p in prompts),
+            "generated_tokens": sum(len(t) for t in tokens),
+            "forward_passes": step + 1,
+            "seconds": time.perf_counter() - began,
+        }
+        return DecodeResult(tokens, stats)
+
+    def _uncond_context(self, prompt: list[int]) -> list[int]:
+        """The unconditional row's prompt: the open image block at the prompt's end (start token onward),
+        or just the last token (a placeholder, replaced when an image starts)."""
+        start = open_block_start(prompt, self.layout)
+        return prompt[-1:] if start is None else prompt[start:]
+
+    def _prefill(self, rows: list[list[int]], cache: KVCache) -> torch.Tensor:
+        """One right-padded forward over all rows; returns each row's last-token logits `[rows, V]`."""
+        lengths = torch.tensor([len(r) for r in rows], device=self.device)
+        ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long, device=self.device)
+        for b, row in enumerate(rows):
+            ids[b, : len(row)] = torch.tensor(row, device=self.device)
+        hidden = self.model.model(ids, cache)
+        cache.set_lengths(lengths)
+        return self.model.logits(hidden[torch.arange(len(rows), device=self.device), lengths - 1])
+
+
+class _TokenChooser:
+    """One step's token choice for the whole batch: guidance, grammar masks, sampling, stop checks, grammar
+    state update, all in place on buffers of fixed shape. On CUDA the step is captured once as a CUDA graph
+    and replayed, so its few dozen small kernels cost one launch."""
+
+    def __init__(
+        self, engine: DecodeEngine, state: BlockState, settings: DecodeSettings, shape: torch.Size
+    ) -> None:
+        batch, device = len(state.mode), engine.device
+        self.engine, self.state, self.settings = engine, state, settings
+        self.knobs = _row_settings(settings, device)
+        self.logits = torch.zeros(shape, device=device)  # input: [rows, V], conditional rows first
+        self.uniforms = torch.zeros(batch, device=device)  # input: one uniform per row
+        self.step_logits = torch.zeros(batch, shape[1], device=device)  # after guidance, before masks
+        self.token = torch.zeros(batch, dtype=torch.long, device=device)
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.kept = torch.zeros(batch, dtype=torch.long, device=device)  # new tokens per row, stop included
+        self.opened = torch.zeros(batch, dtype=torch.bool, device=device)  # an image started in this step
+        self.flags = torch.zeros(2, dtype=torch.bool, device=device)  # all rows done, any image opened
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.steps = 0
+
+    def __call__(self, logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        """Each row's next token (a reused buffer), from the forward's last-token logits."""
+        self.logits.copy_(logits)
+        self.uniforms.copy_(uniforms)
+        if self.graph is None and self.steps > 0 and self.logits.is_cuda and self.engine.cuda_graphs:
+            # step 0 ran eagerly, which warmed every kernel up
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self._step()
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._step()
+        self.steps += 1
+        return self.token
+
+    def _step(self) -> None:
+        engine, state, settings = self.engine, self.state, self.settings
+        batch = len(self.token)
+        kind, forced = engine.grammar.next_kind(state)
+        cond = self.logits[:batch]
+        if settings.cfg_scale != 1.0:  # guidance on image codes only
+            uncond = self.logits[batch:]
+            guided = uncond + settings.cfg_scale * (cond - uncond)
+            cond = torch.where((kind == Kind.CODE).unsqueeze(-1), guided, cond)
+        self.step_logits.copy_(cond)
+        masked = cond + engine.grammar.masks[kind]
+        token = sample_tokens(masked, self.uniforms, self.knobs.max_k, *self.knobs.pick(state.in_image))
+        token = torch.where(forced >= 0, forced, token).masked_fill(self.done, 0)
+        stop = (token.unsqueeze(-1) == engine.stop_ids).any(-1)
+        if settings.stop_at_image_end:
+            stop |= kind == Kind.END
+        engine.grammar.advance(state, token, kind)
+        self.kept += ~self.done
+        self.done |= stop
+        state.mode.masked_fill_(self.done, Mode.DONE)
+        self.token.copy_(token)
+        self.opened.copy_(state.mode == Mode.SIZE_H)
+        self.flags.copy_(torch.stack([self.done.all(), self.opened.any()]))
+
+
+@dataclass(frozen=True)
+class _RowKnobs:
+    """Text and image sampling settings as tensors, picked per row by whether the row is inside an image;
+    a setting that changes nothing in either is left out (None)."""
+
+    text: tuple[torch.Tensor | None, ...]
+    image: tuple[torch.Tensor | None, ...]
+    max_k: int  # the larger top-k of the two (0: one of them is unlimited)
+
+    def pick(self, in_image: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        """Per-row `(temperature, top_k, top_p)` for the rows' next tokens."""
+        return tuple(
+            None if t is None else torch.where(in_image, i, t)
+            for t, i in zip(self.text, self.image, strict=True)
+        )
+
+
+def _row_settings(settings: DecodeSettings, device: torch.device) -> _RowKnobs:
+    pair = (settings.text, settings.image)
+    ks = [s.top_k for s in pair]
+    max_k = 0 if 0 in ks else max(ks)
+    used = (any(s.temperature != 1.0 for s in pair), ks[0] != ks[1], any(s.top_p < 1.0 for s in pair))
+
+    def tensors(s: SamplingSettings) -> tuple[torch.Tensor | None, ...]:
+        values = (s.temperature, s.top_k, s.top_p)
+        return tuple(torch.tensor(v, device=device) if u else None for v, u in zip(values, used, strict=True))
+
+    return _RowKnobs(tensors(settings.text), tensors(settings.image), max_k)
+
+
+def _model_dtype(model: torch.nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype

@@ -1,0 +1,513 @@
+"""LuminaMGPTPipeline: text-to-image and multimodal chat with one call, for v1, v2 and our own models.
+
+    pipe = LuminaMGPTPipeline.from_pretrained()            # the shipped shapes-world model
+    out = pipe("a photo of a red star", width=128, height=128, num_images_per_prompt=4, seed=0)
+    out.images[0].save("star.png")
+    reply = pipe.chat([{"role": "user", "content": "Describe the image. <|image|>", "images": [img]}])
+
+A folder holds the transformer as published (HF Chameleon: `config.json`, safetensors) with `tokenizer.json`
+at its root and the image tokenizer in `vq/`; v1 and v2 release folders carry neither, so pass their locations
+(`text_tokenizer=`, `image_tokenizer=`: a path or a hub repo id).
+"""
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from tqdm.auto import tqdm
+
+from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings, Step
+from lumina_mgpt.generate.presets import Preset, preset_for
+from lumina_mgpt.generate.sampling import SamplingSettings, row_seeds
+from lumina_mgpt.model import ChameleonTransformer, load_transformer, resolve_folder
+from lumina_mgpt.text import IMAGE_PLACEHOLDER, TextTokenizer, serialize, split_response
+from lumina_mgpt.unirep import (
+    block_length,
+    buckets,
+    decode_image_block,
+    encode_image_block,
+    image_block_prefix,
+    t2i_prompt,
+)
+from lumina_mgpt.vocab import TokenLayout, find_tokenizer_file, ours_image_token_name, v1_image_token_name
+from lumina_mgpt.vq import ImageTokenizer, fit_to_bucket, load_image_tokenizer
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "shapes"
+ImageInput = Image.Image | np.ndarray
+Seed = int | torch.Generator | list[int] | list[torch.Generator] | None
+
+
+@dataclass
+class GenerationOutput:
+    images: list[Image.Image]
+    tokens: list[torch.Tensor]  # the Uni-Rep block of each image
+    stats: dict[str, float]  # prompt_tokens, generated_tokens, forward_passes, seconds
+    settings: dict[str, object]  # the sampling settings used
+
+
+@dataclass
+class ChatOutput:
+    text: str  # the reply's text, `<|image|>` where each image was
+    images: list[Image.Image]
+    tokens: list[int]  # the reply's token ids (an image prefix included)
+    stats: dict[str, float]
+    settings: dict[str, object]  # the sampling settings used
+
+
+@dataclass
+class ChatRequest:
+    ids: list[int]  # the prompt, ending with the open assistant turn (and the image prefix, if any)
+    width: int  # canvas of the images the model draws
+    height: int
+    prefix: list[int]  # the given start of the reply (an open image block), or []
+
+
+class LuminaMGPTPipeline:
+    """A transformer, its text and image tokenizers and their token layout, ready to generate."""
+
+    def __init__(
+        self,
+        transformer: ChameleonTransformer,
+        text_tokenizer: TextTokenizer,
+        image_tokenizer: ImageTokenizer,
+        layout: TokenLayout,
+        preset: Preset | None = None,
+        compile: bool = False,
+    ) -> None:
+        if (
+            layout.codebook_size != image_tokenizer.codebook_size
+            or layout.latent_factor != image_tokenizer.factor
+        ):
+            raise LuminaError(
+                f"the image tokenizer ({image_tokenizer.codebook_size} codes, factor {image_tokenizer.factor}) "
+                f"does not match the token layout ({layout.codebook_size} codes, factor {layout.latent_factor})"
+            )
+        self.transformer, self.text_tokenizer, self.image_tokenizer = (
+            transformer,
+            text_tokenizer,
+            image_tokenizer,
+        )
+        self.layout = layout
+        self.preset = preset or preset_for(layout.name)
+        self.engine = DecodeEngine(transformer, layout, compile=compile)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo_id: str | os.PathLike | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        text_tokenizer: str | os.PathLike | None = None,
+        image_tokenizer: str | os.PathLike | ImageTokenizer | None = None,
+        compile: bool = False,
+    ) -> "LuminaMGPTPipeline":
+        """Load a model folder or hub repo id (default: the shipped shapes-world model).
+
+        The text tokenizer defaults to the folder's `tokenizer.json` / `text_tokenizer.json`, the image tokenizer
+        to its `vq/` subfolder; the family (v1, v2, ours) is read from the tokenizer's image-token names.
+        `compile`: compile the decode step with `torch.compile` (worth it on GPUs; the first call is slow).
+        """
+        folder = model_folder(path_or_repo_id)
+        text_file = tokenizer_file(folder, text_tokenizer)
+        tokenizer = TextTokenizer.from_file(text_file)
+        kind = detect_kind(tokenizer)
+        if image_tokenizer is None:
+            if not (folder / "vq").is_dir():
+                raise LuminaError(
+                    f"{folder} has no vq/ folder; pass image_tokenizer= (a folder, checkpoint file "
+                    "or hub repo id)"
+                )
+            image_tokenizer = folder / "vq"
+        if not isinstance(image_tokenizer, ImageTokenizer):
+            image_tokenizer = load_image_tokenizer(image_tokenizer, device=device)
+        transformer = load_transformer(folder, dtype=dtype, device=device)
+        layout = TokenLayout.from_tokenizer(text_file, kind)
+        preset = preset_for(kind, folder)
+        return cls(transformer, tokenizer, image_tokenizer.to(device).eval(), layout, preset, compile)
+
+    # ----------------------------------------------------------------------------------- text to image
+
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        width: int | None = None,
+        height: int | None = None,
+        num_images_per_prompt: int = 1,
+        cfg_scale: float | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: Seed = None,
+        *,
+        force_size: bool = True,
+        callback: Callable[[Step], None] | None = None,
+        progress: bool = True,
+        preview_rows: int = 0,
+        on_preview: Callable[[list[Image.Image]], None] | None = None,
+    ) -> GenerationOutput:
+        """Generate `num_images_per_prompt` images of `width x height` for each description.
+
+        Each description is wrapped in the resolution-aware template. Image k (prompt-major) samples from its
+        own generator seeded `seed + k`, so a batch gives the same images as generating each alone.
+        `cfg_scale`/`temperature`/`top_k`/`top_p` default to the model family's preset. With `on_preview`,
+        partial images (finished latent rows, grey below) are passed every `preview_rows` latent rows.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts or num_images_per_prompt < 1:
+            raise LuminaError("give at least one prompt and num_images_per_prompt >= 1")
+        width, height = self._canvas(width, height)
+        start = [self.layout.image_start_id]
+        ids = [
+            self._encode_messages([{"role": "user", "content": t2i_prompt(p, width, height)}], start)
+            for p in prompts
+        ]
+        self.check_size(width, height, max(len(p) for p in ids))
+        rows = [p for p in ids for _ in range(num_images_per_prompt)]
+        budget = block_length(width, height, self.layout) - 1
+        if not force_size:
+            budget = self.transformer.config.max_position_embeddings - max(len(p) for p in ids)
+        settings = DecodeSettings(
+            text=self.preset.text,
+            image=_override(self.preset.t2i_image, temperature, top_k, top_p),
+            cfg_scale=self.preset.t2i_cfg if cfg_scale is None else cfg_scale,
+            force_size=force_size,
+            max_new_tokens=budget,
+            stop_at_image_end=True,
+        )
+        watch = _Progress(budget, progress, callback)
+        if on_preview is not None and preview_rows > 0 and force_size:
+            watch.add(self._previewer(width, height, preview_rows, on_preview))
+        with watch:
+            result = self.engine.generate(
+                rows, settings, row_seeds(seed, len(rows)), [(width, height)] * len(rows), callback=watch
+            )
+        blocks = [torch.tensor(start + tokens) for tokens in result.tokens]
+        return GenerationOutput(self._decode_blocks(blocks), blocks, result.stats, _describe(settings))
+
+    # ----------------------------------------------------------------------------------------------- chat
+
+    def chat(
+        self,
+        messages: Sequence[dict],
+        width: int | None = None,
+        height: int | None = None,
+        cfg_scale: float | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: Seed = None,
+        *,
+        image_prefix: ImageInput | None = None,
+        text_temperature: float | None = None,
+        text_top_k: int | None = None,
+        text_top_p: float | None = None,
+        force_size: bool = True,
+        max_new_tokens: int | None = None,
+        callback: Callable[[Step], None] | None = None,
+        progress: bool = False,
+    ) -> ChatOutput:
+        """Answer a conversation of `{"role", "content", "images"}` dicts (see `prepare_chat`).
+
+        Image and text tokens sample with their own settings (the preset's chat defaults unless given). The
+        reply stops at the turn separator (or the family's stop token) or after `max_new_tokens` (default:
+        room for four images); an image cut off by the limit is dropped and counted in
+        `stats["unfinished_images"]`.
+        """
+        request = self.prepare_chat(messages, width, height, image_prefix)
+        room = self.transformer.config.max_position_embeddings - len(request.ids)
+        budget = max_new_tokens or min(
+            room, 4 * block_length(request.width, request.height, self.layout) + 256
+        )
+        settings = DecodeSettings(
+            text=_override(self.preset.text, text_temperature, text_top_k, text_top_p),
+            image=_override(self.preset.chat_image, temperature, top_k, top_p),
+            cfg_scale=self.preset.chat_cfg if cfg_scale is None else cfg_scale,
+            force_size=force_size,
+            max_new_tokens=budget,
+        )
+        with _Progress(budget, progress, callback) as watch:
+            result = self.engine.generate(
+                [request.ids], settings, row_seeds(seed, 1), [(request.width, request.height)], callback=watch
+            )
+        reply = request.prefix + result.tokens[0]
+        text, blocks, unfinished = [], [], 0
+        for segment in split_response(reply, self.layout):
+            if segment.kind == "text":
+                text.append(self.text_tokenizer.decode(segment.ids))
+            elif segment.kind == "image":
+                text.append(IMAGE_PLACEHOLDER)
+                blocks.append(segment.ids)
+            else:
+                unfinished += 1
+        stats = result.stats | {"unfinished_images": unfinished}
+        return ChatOutput("".join(text), self._decode_blocks(blocks), reply, stats, _describe(settings))
+
+    def prepare_chat(
+        self,
+        messages: Sequence[dict],
+        width: int | None = None,
+        height: int | None = None,
+        image_prefix: ImageInput | None = None,
+    ) -> ChatRequest:
+        """The prompt of a chat: messages ending with the user's turn, user first.
+
+        `<|image|>` in a message stands for its images in order (PIL or uint8 arrays; images without
+        placeholders go before the text, as v1 does). Images the model draws are `width x height`; input
+        images are resized to that canvas when it is given, else kept if their size is a bucket of the preset
+        canvas area, else fitted to the nearest bucket, and the canvas is the last input image's size (or the
+        preset canvas). `image_prefix` starts the reply with that image as the upper
+        part of the canvas (v2 image-to-image: canvas by default the prefix's width and twice its height); the
+        reply then includes the prefix, so the returned image is the whole canvas.
+        """
+        if not messages or messages[-1].get("role") != "user":
+            raise LuminaError("a chat needs messages ending with the user's turn")
+        encoded, sizes = [], []
+        canvas = (width, height) if width and height and image_prefix is None else None
+        for message in messages:
+            images = [self._fit(image, canvas) for image in message.get("images") or []]
+            sizes += [image.size for image in images]
+            content = message.get("content")
+            if images and isinstance(content, str) and IMAGE_PLACEHOLDER not in content:
+                content = f"{IMAGE_PLACEHOLDER} " * len(images) + content
+            blocks = [
+                encode_image_block(self.image_tokenizer.encode_image(image).cpu(), self.layout)
+                for image in images
+            ]
+            encoded.append({"role": message.get("role"), "content": content, "images": blocks})
+        prefix = []
+        if image_prefix is not None:
+            upper = _as_pil(image_prefix)
+            width, height = width or upper.width, height or 2 * upper.height
+            self.check_size(width, height)
+            unit = self.layout.size_unit_px
+            upper = _cover(upper, (width, max(unit, height // 2 // unit * unit)))
+            codes = self.image_tokenizer.encode_image(upper).cpu()
+            prefix = image_block_prefix(codes, height, self.layout).tolist()
+        width, height = self._canvas(width, height, sizes[-1] if sizes else None)
+        ids = self._encode_messages(encoded, prefix or None)
+        self.check_size(width, height, len(ids))
+        return ChatRequest(ids, width, height, prefix)
+
+    # ---------------------------------------------------------------------------------------------- helpers
+
+    def check_size(self, width: int, height: int, prompt_tokens: int = 0) -> None:
+        """Raise LuminaError (listing valid sizes nearby) unless the model can draw a `width x height` image
+        after a prompt of `prompt_tokens` tokens."""
+        check_size(width, height, self.layout, self.transformer.config.max_position_embeddings, prompt_tokens)
+
+    def encode_image(self, image: ImageInput, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """The Uni-Rep block of an image: resized to `size` (W, H) if given, else kept if it is a bucket of the
+        preset canvas area, else fitted to the nearest bucket."""
+        return encode_image_block(
+            self.image_tokenizer.encode_image(self._fit(image, size)).cpu(), self.layout
+        )
+
+    def _canvas(
+        self, width: int | None, height: int | None, fallback: tuple[int, int] | None = None
+    ) -> tuple[int, int]:
+        default = fallback or self.preset.canvas
+        return width or default[0], height or default[1]
+
+    def _fit(self, image: ImageInput, canvas: tuple[int, int] | None = None) -> Image.Image:
+        """The image on `canvas` (resized to cover it, centre crop), else kept if it is a bucket of the preset
+        canvas area, else fitted to the nearest such bucket (as the releases prepare their inputs)."""
+        image = _as_pil(image)
+        if canvas is not None:
+            return _cover(image, canvas)
+        unit = self.layout.size_unit_px
+        side = round(math.sqrt(self.preset.canvas[0] * self.preset.canvas[1]) / unit) * unit
+        return image if image.size in buckets(side, unit) else fit_to_bucket(image, side)
+
+    def _encode_messages(
+        self, messages: list[dict], prefix: Sequence[int] | torch.Tensor | None
+    ) -> list[int]:
+        ids, _ = serialize(messages, self.text_tokenizer, self.layout, response_prefix=prefix)
+        return ids.tolist()
+
+    def _decode_blocks(self, blocks: Sequence[torch.Tensor]) -> list[Image.Image]:
+        """PIL images of closed blocks, decoded in batches of equal grid shape."""
+        grids = [decode_image_block(block, self.layout) for block in blocks]
+        images: list[Image.Image | None] = [None] * len(grids)
+        for shape in {tuple(g.shape) for g in grids}:
+            index = [i for i, g in enumerate(grids) if tuple(g.shape) == shape]
+            pixels = self.image_tokenizer.decode(torch.stack([grids[i] for i in index]))
+            for i, image in zip(index, self.image_tokenizer.to_image(pixels), strict=True):
+                images[i] = image
+        return images
+
+    def _previewer(
+        self, width: int, height: int, every: int, on_preview: Callable[[list[Image.Image]], None]
+    ) -> Callable[[Step], None]:
+        """A step callback that decodes the finished latent rows of every image each `every` rows."""
+        factor, columns = self.layout.latent_factor, width // self.layout.latent_factor
+        grid: list[torch.Tensor] = []
+
+        def preview(step: Step) -> None:
+            if step.index >= 2:  # the two size tokens come first
+                grid.append(step.tokens.clone())
+            rows, at_row_end = divmod(len(grid), columns + 1)
+            if at_row_end or rows == 0 or rows % every or rows == height // factor:
+                return
+            ids = torch.stack(grid, dim=1).view(len(step.tokens), rows, columns + 1)[:, :, :columns]
+            pixels = self.image_tokenizer.decode(self.layout.code_of(ids))
+            canvas = pixels.new_zeros(len(step.tokens), 3, height, width)  # grey below the finished rows
+            canvas[:, :, : rows * factor] = pixels
+            on_preview(self.image_tokenizer.to_image(canvas))
+
+        return preview
+
+
+def check_size(
+    width: int, height: int, layout: TokenLayout, max_positions: int, prompt_tokens: int = 0
+) -> None:
+    """Raise LuminaError, listing valid sizes nearby, unless a model of `layout` holding `max_positions`
+    tokens can draw a `width x height` image after a prompt of `prompt_tokens` tokens."""
+    problem = size_problem(width, height, layout, max_positions, prompt_tokens)
+    if problem:
+        nearby = [f"{w}x{h}" for w, h in nearby_sizes(width, height, layout, max_positions, prompt_tokens)]
+        raise LuminaError(
+            f"cannot generate {width}x{height}: {problem}; valid sizes nearby: {', '.join(nearby) or 'none'}"
+        )
+
+
+def size_problem(
+    width: int, height: int, layout: TokenLayout, max_positions: int, prompt_tokens: int = 0
+) -> str | None:
+    """Why a `width x height` image cannot be drawn, or None."""
+    unit = layout.size_unit_px
+    if width <= 0 or height <= 0 or width % unit or height % unit:
+        return f"sides must be positive multiples of {unit} px"
+    if max(width, height) > unit * layout.max_size_units:
+        return f"sides are limited to {unit * layout.max_size_units} px (no larger size token)"
+    needed = prompt_tokens + block_length(width, height, layout)
+    if needed > max_positions:
+        return f"prompt and image need {needed} tokens, the model holds {max_positions}"
+    return None
+
+
+def nearby_sizes(
+    width: int, height: int, layout: TokenLayout, max_positions: int, prompt_tokens: int = 0
+) -> list[tuple[int, int]]:
+    """Up to four valid sizes around `width x height`, closest first: sides within three units of the
+    request, and the request's aspect ratio at the largest scale that fits."""
+    unit = layout.size_unit_px
+
+    def valid(size: tuple[int, int]) -> bool:
+        return size_problem(*size, layout, max_positions, prompt_tokens) is None
+
+    w0, h0 = (max(unit, round(side / unit) * unit) for side in (width, height))
+    candidates = {(w0 + i * unit, h0 + j * unit) for i in range(-3, 4) for j in range(-3, 4)}
+    scaled = (
+        (max(unit, round(width * f / unit) * unit), max(unit, round(height * f / unit) * unit))
+        for f in np.linspace(1.0, 0.0, 101)[:-1]
+    )
+    candidates.add(next((size for size in scaled if valid(size)), (w0, h0)))
+    return sorted(
+        (s for s in candidates if valid(s)), key=lambda s: (abs(s[0] - width) + abs(s[1] - height), s)
+    )[:4]
+
+
+class _Progress:
+    """The step callback of one call: a tqdm bar plus any number of callbacks."""
+
+    def __init__(self, total: int, show: bool, callback: Callable[[Step], None] | None) -> None:
+        self.bar = tqdm(total=total, disable=not show, unit="tok", leave=False)
+        self.callbacks = [callback] if callback is not None else []
+
+    def add(self, callback: Callable[[Step], None]) -> None:
+        self.callbacks.append(callback)
+
+    def __call__(self, step: Step) -> None:
+        self.bar.update(1)
+        for callback in self.callbacks:
+            callback(step)
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+def detect_kind(tokenizer: TextTokenizer) -> str:
+    """ "ours", "v1" or "v2", from the names of the tokenizer's image tokens."""
+    raw = tokenizer.tokenizer
+    if raw.token_to_id(ours_image_token_name(0)) is not None:
+        return "ours"
+    if raw.token_to_id(v1_image_token_name(0)) is not None:
+        return "v1"
+    if (raw.id_to_token(155000) or "").startswith("<MOVQGAN"):
+        return "v2"
+    raise LuminaError(
+        "the text tokenizer has no image tokens (<img0>, IMGIMG… or <MOVQGAN…>): not a Lumina-mGPT tokenizer"
+    )
+
+
+def model_folder(path_or_repo_id: str | os.PathLike | None) -> Path:
+    """The local folder of a model path or hub repo id; None means the shipped default model."""
+    if path_or_repo_id is None:
+        if not (DEFAULT_MODEL / "config.json").is_file():
+            raise LuminaError(
+                f"the default model is not installed at {DEFAULT_MODEL}; pass a model folder or hub repo id"
+            )
+        return DEFAULT_MODEL
+    return resolve_folder(path_or_repo_id)
+
+
+def tokenizer_file(folder: Path, text_tokenizer: str | os.PathLike | None) -> Path:
+    """The text tokenizer file: `text_tokenizer` (file, folder or hub repo id) if given, else the model
+    folder's."""
+    if text_tokenizer is None:
+        try:
+            return find_tokenizer_file(folder)
+        except LuminaError:
+            raise LuminaError(
+                f"{folder} holds no tokenizer.json; pass text_tokenizer= (a file, folder or hub repo id)"
+            ) from None
+    path = Path(text_tokenizer)
+    return find_tokenizer_file(path if path.exists() else resolve_folder(text_tokenizer))
+
+
+def _override(
+    settings: SamplingSettings, temperature: float | None, top_k: int | None, top_p: float | None
+) -> SamplingSettings:
+    given = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+    return replace(settings, **{k: v for k, v in given.items() if v is not None})
+
+
+def _describe(settings: DecodeSettings) -> dict[str, object]:
+    """The settings of a call as plain data (for logs and the CLI's JSON)."""
+    return {
+        "cfg_scale": settings.cfg_scale,
+        "force_size": settings.force_size,
+        "max_new_tokens": settings.max_new_tokens,
+        "image": asdict(settings.image),
+        "text": asdict(settings.text),
+    }
+
+
+def _as_pil(image: ImageInput) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    if (
+        isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and image.ndim == 3
+        and image.shape[2] in (3, 4)
+    ):
+        return Image.fromarray(image)
+    raise LuminaError(
+        f"an image must be a PIL image or a uint8 array [H, W, 3], got {type(image).__name__}"
+        + (f" {image.dtype} {list(image.shape)}" if isinstance(image, np.ndarray) else "")
+    )
+
+
+def _cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize to cover `size` and crop the centre (v2's preparation of the i2i reference)."""
+    return image if image.size == size else ImageOps.fit(image, size, Image.Resampling.BICUBIC)

@@ -1,0 +1,122 @@
+"""`lumina-mgpt generate` / `chat` on a tiny model folder: files written, settings recorded, and one-line errors
+(exit 2) for impossible sizes, missing models, non-image files and unknown tasks."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from test_generate_helpers import one_thread, ours_folder
+from typer.testing import CliRunner
+
+from lumina_mgpt.generate.cli import chat, generate
+
+app = typer.Typer()
+app.command()(generate)
+app.command()(chat)
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    yield from one_thread()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return str(ours_folder(tmp_path_factory.mktemp("model")))
+
+
+def test_generate_writes_pngs_and_settings(model, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "a red star",
+            "--size",
+            "64x32",
+            "-n",
+            "2",
+            "--seed",
+            "7",
+            "--cfg",
+            "2.5",
+            "--top-k",
+            "5",
+            "--out",
+            str(out),
+            "--model",
+            model,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert [Image.open(out / f"image_00{i}.png").size for i in range(2)] == [(64, 32)] * 2
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["size"] == "64x32" and settings["seed"] == 7 and settings["family"] == "ours"
+    assert settings["sampling"]["cfg_scale"] == 2.5 and settings["sampling"]["image"]["top_k"] == 5
+    assert settings["files"] == ["image_000.png", "image_001.png"]
+    assert settings["stats"]["forward_passes"] == 4 * 9 + 3
+
+
+def test_an_impossible_size_is_refused_before_the_weights_are_read(model, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(model, broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    result = runner.invoke(app, ["generate", "x", "--size", "100x90", "--model", str(broken)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: cannot generate 100x90: sides must be positive multiples of 32 px; "
+        "valid sizes nearby: 96x96, 96x64, 128x96, 64x96"
+    )
+    result = runner.invoke(app, ["generate", "x", "--size", "big", "--model", model])
+    assert result.exit_code == 2 and "is not WxH" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", "x", "--model", "/nowhere/model"], "no such folder"),
+        (["chat", "hi", "--task", "paint"], "unknown task 'paint'"),
+        (["chat", "--task", "segmentation"], "takes 1 --image, got 0"),
+    ],
+)
+def test_bad_input_gives_one_line_errors(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_chat_refuses_a_non_image_file(model, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    result = runner.invoke(app, ["chat", "--task", "caption", "--image", str(text), "--model", model])
+    assert result.exit_code == 2 and result.stderr.strip() == f"error: {text} is not an image file"
+
+
+def test_chat_task_with_an_image_writes_the_reply(model, tmp_path):
+    picture = tmp_path / "in.png"
+    Image.fromarray(np.full((32, 64, 3), 128, dtype=np.uint8)).save(picture)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "chat",
+            "--task",
+            "caption",
+            "--image",
+            str(picture),
+            "--max-new-tokens",
+            "6",
+            "--out",
+            str(out),
+            "--model",
+            model,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["message"] == "Describe the image. <|image|>" and settings["inputs"] == [str(picture)]
+    assert settings["stats"]["generated_tokens"] <= 6
