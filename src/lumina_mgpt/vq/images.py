@@ -1,0 +1,41 @@
+"""Fit an arbitrary image to an aspect-ratio bucket, as the releases' item processors do."""
+
+import random
+from typing import Literal
+
+from PIL import Image
+
+from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.unirep import buckets, nearest_bucket
+
+Crop = Literal["centre", "random"]
+
+
+def fit_to_bucket(
+    image: Image.Image,
+    area_side: int,
+    crop: Crop = "centre",
+    rng: random.Random | None = None,
+) -> Image.Image:
+    """Resize and crop `image` to the bucket of area about `area_side`² whose aspect ratio fits it best.
+
+    Steps of both releases: pick the bucket (`lumina_mgpt.unirep.nearest_bucket`), halve with a box filter while
+    both sides are at least twice the bucket's, resize (bicubic) so the image just covers the bucket, then crop.
+    v2 crops at the centre (our default); v1 crops at a random offset (`crop="random"`, drawn from `rng`).
+    """
+    if crop not in ("centre", "random"):
+        raise LuminaError(f"crop must be 'centre' or 'random', not {crop!r}")
+    width, height = nearest_bucket(image.width, image.height, buckets(area_side))
+    while image.width >= 2 * width and image.height >= 2 * height:
+        image = image.resize((image.width // 2, image.height // 2), resample=Image.Resampling.BOX)
+    scale = max(width / image.width, height / image.height)
+    size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    if size != image.size:
+        image = image.resize(size, resample=Image.Resampling.BICUBIC)
+    if crop == "random":
+        if rng is None:
+            raise LuminaError("crop='random' needs an explicit rng (random.Random)")
+        left, top = rng.randint(0, image.width - width), rng.randint(0, image.height - height)
+    else:
+        left, top = (image.width - width) // 2, (image.height - height) // 2
+    return image.crop((left, top, left + width, top + height))

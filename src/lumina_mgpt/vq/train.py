@@ -1,0 +1,409 @@
+"""Train a small MoVQ-class VQ tokenizer on shapes-world images rendered on the fly.
+
+    python -m lumina_mgpt.vq.train configs/vq/shapes.yaml --out DIR [--steps N] [--device cuda]
+
+The network is diffusers' `VQModel` with the spatial-norm (MoVQ) decoder. Codes are the nearest codebook
+vectors; the encoder learns through a straight-through estimator with a commitment loss, and the codebook
+either by EMA of the vectors assigned to it (`ema`) or by gradient (`straight_through`). Codes unused for a
+while are restarted on random encoder outputs. Step `t` renders its batch from the seed `(seed, t)`, so a
+run resumed from its atomic checkpoint (`DIR/checkpoint.pt`) continues exactly as if never stopped.
+Outputs: `DIR/tokenizer/` (our folder format), `DIR/log.jsonl`, `DIR/metrics.json`.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.vq.evaluate import KINDS, evaluate_canvas
+from lumina_mgpt.vq.loading import load_image_tokenizer, save_image_tokenizer
+from lumina_mgpt.vq.tokenizer import ImageTokenizer
+from lumina_mgpt.world.scene import sample_scene
+
+
+@dataclass
+class ModelConfig:
+    block_out_channels: tuple[int, ...] = (32, 32, 64, 64)  # one level per entry: factor 2**(n - 1)
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    code_dim: int = 4
+    codebook_size: int = 1024
+    mid_attention: bool = True
+
+    def vqmodel_kwargs(self) -> dict[str, Any]:
+        n = len(self.block_out_channels)
+        return {
+            "down_block_types": ("DownEncoderBlock2D",) * n,
+            "up_block_types": ("UpDecoderBlock2D",) * n,
+            "block_out_channels": tuple(self.block_out_channels),
+            "layers_per_block": self.layers_per_block,
+            "latent_channels": self.latent_channels,
+            "vq_embed_dim": self.code_dim,
+            "num_vq_embeddings": self.codebook_size,
+            "norm_type": "spatial",
+            "mid_block_add_attention": self.mid_attention,
+        }
+
+
+@dataclass
+class QuantizerConfig:
+    kind: Literal["ema", "straight_through"] = "ema"
+    commitment: float = 0.25
+    ema_decay: float = 0.99
+    dead_usage: float = 0.05  # a code whose EMA count per step falls below this is restarted
+    restart_every: int = 100
+
+
+@dataclass
+class DataConfig:
+    canvases: list[tuple[int, int]] = field(default_factory=lambda: [(128, 128), (160, 96), (96, 160)])
+    mix: dict[str, float] = field(default_factory=lambda: {"scene": 1.0})  # image kind -> probability
+    batch_size: int = 32
+    workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 4000
+    lr: float = 1e-3
+    warmup: int = 200
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    l2_weight: float = 0.0  # pixel loss = L1 + l2_weight * MSE
+    edge_weight: float = 0.0  # L1 weight of pixels near a colour change is 1 + edge_weight
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True  # autocast on CUDA
+    log_every: int = 50
+    eval_every: int = 1000  # 0: only at the end
+    checkpoint_every: int = 500
+    eval_scenes: int = 100  # per eval canvas
+    eval_canvases: list[tuple[int, int]] = field(default_factory=lambda: [(128, 128), (160, 96), (96, 160)])
+    eval_seed: int = 1_000_003
+    init_from: str | None = None  # start from this tokenizer folder's weights (a fine-tuning stage)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> "TrainConfig":
+        sections = {}
+        for name, value in (raw or {}).items():
+            section = next((f for f in dataclasses.fields(cls) if f.name == name), None)
+            if section is None or not isinstance(value, dict):
+                raise LuminaError(
+                    f"{source}: unknown section {name!r} (expected model, quantizer, data, optim, run)"
+                )
+            known = {f.name for f in dataclasses.fields(section.default_factory())}
+            if unknown := sorted(value.keys() - known):
+                raise LuminaError(f"{source}: unknown field(s) {unknown} in section {name!r}")
+            sections[name] = section.default_factory().__class__(**value)
+        config = cls(**sections)
+        config.data.canvases = [tuple(c) for c in config.data.canvases]
+        config.run.eval_canvases = [tuple(c) for c in config.run.eval_canvases]
+        config.model.block_out_channels = tuple(config.model.block_out_channels)
+        if bad := sorted(set(config.data.mix) - set(KINDS)):
+            raise LuminaError(f"{source}: unknown image kind(s) {bad} in data.mix (known: {sorted(KINDS)})")
+        if config.quantizer.kind not in ("ema", "straight_through"):
+            raise LuminaError(f"{source}: quantizer.kind must be 'ema' or 'straight_through'")
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise LuminaError(f"{path}: cannot read the training config ({type(e).__name__})") from None
+        return cls.from_dict(raw, str(path))
+
+
+class SceneBatches(Dataset):
+    """Item `t` is step t's batch, `uint8[B, H, W, 3]`: one canvas, each image a scene or one of its maps."""
+
+    def __init__(self, data: DataConfig, seed: int) -> None:
+        self.data, self.seed = data, seed
+        self.kinds = list(data.mix)
+        weights = np.array([data.mix[k] for k in self.kinds], dtype=np.float64)
+        self.probs = weights / weights.sum()
+
+    def __len__(self) -> int:
+        return 1 << 62
+
+    def __getitem__(self, step: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, step])
+        width, height = self.data.canvases[rng.integers(len(self.data.canvases))]
+        kinds = rng.choice(len(self.kinds), size=self.data.batch_size, p=self.probs)
+        images = [KINDS[self.kinds[k]](sample_scene(rng, width, height)) for k in kinds]
+        return torch.from_numpy(np.stack(images))
+
+
+class Codebook:
+    """Training state of the codebook: EMA counts (usage, and the EMA update) and dead-code restarts."""
+
+    def __init__(self, tokenizer: ImageTokenizer, config: QuantizerConfig) -> None:
+        self.weight = tokenizer.codebook
+        self.config = config
+        self.counts = torch.ones(len(self.weight), device=self.weight.device)
+        self.sums = self.weight.detach().clone().float()
+        self.weight.requires_grad_(config.kind == "straight_through")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"counts": self.counts, "sums": self.sums}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.counts.copy_(state["counts"])
+        self.sums.copy_(state["sums"])
+
+    @torch.no_grad()
+    def initialise(self, vectors: torch.Tensor, generator: torch.Generator) -> None:
+        """Start from random encoder outputs (a common k-means-style initialisation)."""
+        picks = torch.randint(len(vectors), (len(self.weight),), generator=generator, device="cpu")
+        self.weight.copy_(vectors[picks.to(vectors.device)])
+        self.sums.copy_(self.weight)
+
+    @torch.no_grad()
+    def update(self, vectors: torch.Tensor, codes: torch.Tensor) -> None:
+        """EMA of per-code counts (always) and, for `ema`, of assigned vectors -> new codebook."""
+        decay = self.config.ema_decay
+        counts = torch.bincount(codes, minlength=len(self.counts)).float()
+        self.counts.mul_(decay).add_(counts, alpha=1 - decay)
+        if self.config.kind == "ema":
+            sums = torch.zeros_like(self.sums).index_add_(0, codes, vectors)
+            self.sums.mul_(decay).add_(sums, alpha=1 - decay)
+            total = self.counts.sum()
+            smoothed = (self.counts + 1e-5) / (total + len(self.counts) * 1e-5) * total
+            self.weight.copy_(self.sums / smoothed[:, None])
+
+    @torch.no_grad()
+    def restart_dead(self, vectors: torch.Tensor, generator: torch.Generator) -> int:
+        dead = (self.counts < self.config.dead_usage).nonzero().flatten()
+        if len(dead):
+            picks = torch.randint(len(vectors), (len(dead),), generator=generator, device="cpu").to(
+                vectors.device
+            )
+            self.weight[dead] = vectors[picks]
+            self.counts[dead] = 1.0
+            self.sums[dead] = vectors[picks]
+        return len(dead)
+
+    def perplexity(self) -> float:
+        p = self.counts / self.counts.sum()
+        return float(torch.exp(-(p * torch.log(p + 1e-12)).sum()))
+
+
+def pixel_loss(recon: torch.Tensor, target: torch.Tensor, optim: OptimConfig) -> torch.Tensor:
+    """L1, with pixels within 2 px of a colour change weighted `1 + edge_weight`, plus `l2_weight` * MSE."""
+    error = (recon - target).abs()
+    if optim.edge_weight:
+        spread = F.max_pool2d(target, 3, 1, 1) + F.max_pool2d(-target, 3, 1, 1)  # local max - local min
+        near_edge = F.max_pool2d((spread.amax(1, keepdim=True) > 0).float(), 3, 1, 1)
+        error = error * (1 + optim.edge_weight * near_edge)
+    loss = error.mean()
+    return loss + optim.l2_weight * F.mse_loss(recon, target) if optim.l2_weight else loss
+
+
+def learning_rate(step: int, optim: OptimConfig) -> float:
+    if step < optim.warmup:
+        return optim.lr * (step + 1) / optim.warmup
+    progress = (step - optim.warmup) / max(1, optim.steps - optim.warmup)
+    return optim.lr * (
+        optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    )
+
+
+def _device(name: str) -> torch.device:
+    return (
+        torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+    )
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _log(out: Path, record: dict[str, Any]) -> None:
+    with (out / "log.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def evaluate(tokenizer: ImageTokenizer, run: RunConfig, kinds: list[str]) -> dict[str, dict[str, float]]:
+    """Held-out metrics per eval canvas (see `lumina_mgpt.vq.evaluate.evaluate_canvas`)."""
+    was_training = tokenizer.training
+    tokenizer.eval()
+    report = {
+        f"{w}x{h}": evaluate_canvas(tokenizer, w, h, run.eval_scenes, run.eval_seed, kinds)
+        for w, h in run.eval_canvases
+    }
+    tokenizer.train(was_training)
+    return report
+
+
+def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) into `out`; returns the final metrics (also written to `out/metrics.json`)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = _device(config.run.device)
+    with torch.random.fork_rng(devices=[]):  # a seeded initialisation that leaves the caller's RNG alone
+        torch.manual_seed(config.run.seed)
+        tokenizer = ImageTokenizer.from_config(config.model.vqmodel_kwargs(), name="shapes-vq").to(device)
+    vq = tokenizer.vq
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    vq.to(memory_format=memory_format)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    codebook = Codebook(tokenizer, config.quantizer)
+    params = [p for p in vq.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=config.optim.lr, betas=(0.9, 0.99), weight_decay=config.optim.weight_decay
+    )
+
+    checkpoint, start = out / "checkpoint.pt", 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        vq.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        codebook.load_state_dict(state["codebook"])
+        start = int(state["step"])
+    elif config.run.init_from:
+        source = load_image_tokenizer(config.run.init_from)
+        try:
+            vq.load_state_dict(source.vq.state_dict())
+        except RuntimeError:
+            raise LuminaError(
+                f"{config.run.init_from}: its architecture differs from this config's model"
+            ) from None
+        codebook.sums.copy_(codebook.weight)
+    (out / "config.yaml").write_text(yaml.safe_dump(_plain(dataclasses.asdict(config)), sort_keys=False))
+
+    batches = DataLoader(
+        SceneBatches(config.data, config.run.seed),
+        batch_size=None,
+        sampler=range(start, config.optim.steps),
+        num_workers=config.data.workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if config.data.workers else None,
+        persistent_workers=False,
+    )
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=config.run.bf16 and device.type == "cuda"
+    )
+    kinds = list(config.data.mix)
+    progress = tqdm(
+        total=config.optim.steps, initial=start, disable=not show_progress, desc="vq", dynamic_ncols=True
+    )
+    tokenizer.train()
+    started = time.time()
+    for step, images in enumerate(batches, start=start):
+        generator = torch.Generator().manual_seed(config.run.seed * 1_000_003 + step)
+        pixels = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 127.5 - 1
+        pixels = pixels.contiguous(memory_format=memory_format)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config.optim)
+        with autocast:
+            latents = vq.encode(pixels).latents.float()
+        vectors = latents.detach().permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+        if step == 0 and not config.run.init_from:
+            codebook.initialise(vectors, generator)
+        codes = tokenizer.nearest_codes(latents.detach())
+        chosen = vq.quantize.embedding(codes).permute(0, 3, 1, 2)
+        commitment = F.mse_loss(latents, chosen.detach())
+        quantised = latents + (chosen - latents).detach()
+        with autocast:
+            recon = vq.decode(quantised, force_not_quantize=True).sample.float()
+        l1 = F.l1_loss(recon.detach(), pixels)
+        loss = pixel_loss(recon, pixels, config.optim) + config.quantizer.commitment * commitment
+        if config.quantizer.kind == "straight_through":
+            loss = loss + F.mse_loss(chosen, latents.detach())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
+        optimizer.step()
+        codebook.update(vectors, codes.flatten())
+        restarted = 0
+        if (step + 1) % config.quantizer.restart_every == 0:
+            restarted = codebook.restart_dead(vectors, generator)
+        done = step + 1
+        progress.update(1)
+        if done % config.run.log_every == 0 or done == config.optim.steps:
+            record = {
+                "step": done,
+                "loss": loss.item(),
+                "l1": l1.item(),
+                "commitment": commitment.item(),
+                "perplexity": codebook.perplexity(),
+                "restarted": restarted,
+                "lr": learning_rate(step, config.optim),
+                "elapsed_s": round(time.time() - started, 1),
+            }
+            progress.set_postfix(l1=f"{record['l1']:.4f}", ppl=f"{record['perplexity']:.0f}")
+            _log(out, record)
+        if config.run.eval_every and done % config.run.eval_every == 0 and done < config.optim.steps:
+            _log(out, {"step": done, "eval": evaluate(tokenizer, config.run, kinds)})
+        if done % config.run.checkpoint_every == 0 or done == config.optim.steps:
+            state = {
+                "step": done,
+                "model": vq.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "codebook": codebook.state_dict(),
+            }
+            _atomic_save(state, checkpoint)
+    progress.close()
+
+    tokenizer.eval()
+    metrics = {
+        "steps": config.optim.steps,
+        "train_seconds": round(time.time() - started, 1),
+        "parameters": sum(p.numel() for p in vq.parameters()),
+    }
+    if config.run.eval_scenes:
+        metrics["eval"] = evaluate(tokenizer, config.run, kinds)
+    save_image_tokenizer(tokenizer.float().cpu(), out / "tokenizer")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively (for YAML)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+if __name__ == "__main__":
+    import sys
+
+    import typer
+
+    from lumina_mgpt.vq.cli import train_vq
+
+    try:
+        typer.run(train_vq)
+    except LuminaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,178 @@
+"""ImageTokenizer API: shapes, batching, errors, pixel conventions, buckets, our folder format, hub loading."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.unirep import buckets, nearest_bucket
+from lumina_mgpt.vq import (
+    ImageTokenizer,
+    fit_to_bucket,
+    load_image_tokenizer,
+    pil_to_pixels,
+    pixels_to_uint8,
+    save_image_tokenizer,
+)
+from lumina_mgpt.vq.train import ModelConfig
+
+TINY = ModelConfig(block_out_channels=(32, 32, 32), codebook_size=64, code_dim=4).vqmodel_kwargs()  # f4
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> ImageTokenizer:
+    torch.manual_seed(0)
+    tok = ImageTokenizer.from_config(TINY, name="tiny").double().eval()
+    with torch.no_grad():  # spread the codebook so that random inputs use many codes
+        tok.codebook.normal_(0, 0.5)
+    return tok
+
+
+def _pixels(b: int, h: int, w: int, seed: int) -> torch.Tensor:
+    return torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2 - 1
+
+
+def test_shapes_and_batching_equal_per_image(tokenizer):
+    assert tokenizer.factor == 4 and tokenizer.codebook_size == 64
+    pixels = _pixels(3, 12, 20, seed=1)
+    codes = tokenizer.encode(pixels)
+    assert codes.shape == (3, 3, 5) and codes.dtype == torch.long
+    assert len(codes.unique()) > 5
+    one_by_one = torch.cat([tokenizer.encode(pixels[i : i + 1]) for i in range(3)])
+    assert torch.equal(codes, one_by_one)
+    decoded = tokenizer.decode(codes)
+    assert decoded.shape == (3, 3, 12, 20)
+    torch.testing.assert_close(decoded, torch.cat([tokenizer.decode(codes[i : i + 1]) for i in range(3)]))
+
+
+def test_decode_encode_round_trip_is_a_fixed_point_of_the_codebook(tokenizer):
+    # encode(x) -> codes; decode(codes) is the image those codes stand for; its latent is the codebook lookup.
+    codes = tokenizer.encode(_pixels(2, 8, 16, seed=2))
+    latents = tokenizer.embed(codes)
+    assert torch.equal(tokenizer.nearest_codes(latents), codes)
+
+
+def test_nearest_codes_matches_brute_force_in_chunks(tokenizer, monkeypatch):
+    latents = torch.randn(2, 4, 5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    brute = (
+        torch.cdist(latents.permute(0, 2, 3, 1).reshape(-1, 4), tokenizer.codebook).argmin(1).view(2, 5, 7)
+    )
+    monkeypatch.setattr("lumina_mgpt.vq.tokenizer._DISTANCE_CHUNK", 64 * 3)  # 3 positions per chunk
+    assert torch.equal(tokenizer.nearest_codes(latents), brute)
+
+
+def test_bad_inputs_raise_clear_errors(tokenizer):
+    with pytest.raises(LuminaError, match=r"image size 10x8 is not a positive multiple of 4 pixels"):
+        tokenizer.encode(torch.zeros(1, 3, 8, 10))
+    with pytest.raises(LuminaError, match=r"pixels must be \[B, 3, H, W\]"):
+        tokenizer.encode(torch.zeros(3, 8, 8))
+    with pytest.raises(LuminaError, match=r"codes must be integers in \[0, 64\)"):
+        tokenizer.decode(torch.full((1, 2, 2), 64))
+    with pytest.raises(LuminaError, match=r"codes must be \[B, h, w\]"):
+        tokenizer.decode(torch.zeros(2, 2, dtype=torch.long))
+
+
+def test_pil_helpers_follow_release_conventions():
+    rgba = np.zeros((1, 3, 4), dtype=np.uint8)
+    rgba[0, 0] = (255, 0, 0, 255)  # opaque red stays red
+    rgba[0, 1] = (0, 0, 255, 0)  # fully transparent becomes white
+    rgba[0, 2] = (0, 0, 0, 128)  # half-transparent black over white: 255 - round(255 * 128 / 255)
+    pixels = pil_to_pixels(Image.fromarray(rgba, "RGBA"))
+    back = pixels_to_uint8(pixels)[0, 0]
+    assert back[0].tolist() == [255, 0, 0] and back[1].tolist() == [255, 255, 255]
+    assert back[2].tolist() == [127, 127, 127]
+    grey = pil_to_pixels(Image.new("L", (2, 1), 51))
+    torch.testing.assert_close(grey, torch.full((1, 3, 1, 2), 51 / 255 * 2 - 1))
+    # (y + 1) / 2 * 255 = 127.6 for y = 0.0007843...: v2 rounds to 128, v1 truncates to 127.
+    y = torch.full((1, 3, 1, 1), 127.6 / 255 * 2 - 1)
+    assert pixels_to_uint8(y, "round").item(0) == 128 and pixels_to_uint8(y, "truncate").item(0) == 127
+    assert pixels_to_uint8(torch.full((1, 3, 1, 1), 3.0)).item(0) == 255  # clamped
+
+
+def test_to_image_uses_the_tokenizers_rounding(tokenizer):
+    y = torch.full((3, 2, 2), 127.6 / 255 * 2 - 1)
+    assert np.asarray(tokenizer.to_image(y))[0, 0, 0] == 128
+    v1 = ImageTokenizer(tokenizer.vq, rounding="truncate")
+    assert np.asarray(v1.to_image(y))[0, 0, 0] == 127
+    assert len(tokenizer.to_image(y[None].repeat(2, 1, 1, 1))) == 2
+
+
+def test_fit_to_bucket_picks_the_bucket_and_crops_the_centre():
+    image = Image.new("RGB", (900, 300), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 450, 300))  # left half red, right half blue
+    fitted = fit_to_bucket(image, 256)
+    assert fitted.size == nearest_bucket(900, 300, buckets(256))
+    row = np.asarray(fitted)[fitted.height // 2]
+    red = (row[:, 0] > 200) & (row[:, 2] < 50)
+    middle = fitted.width // 2
+    assert red[: middle - 2].all() and not red[middle + 2 :].any()  # the cut sits in the middle
+    exact = Image.new("RGB", buckets(256)[0], (10, 20, 30))
+    assert fit_to_bucket(exact, 256).tobytes() == exact.tobytes()  # already a bucket: untouched
+
+
+def test_fit_to_bucket_random_crop_is_seeded_and_explicit():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 1000, 3), dtype=np.uint8))
+    a = fit_to_bucket(image, 128, crop="random", rng=random.Random(1))
+    b = fit_to_bucket(image, 128, crop="random", rng=random.Random(1))
+    assert a.tobytes() == b.tobytes() and a.size == nearest_bucket(1000, 300, buckets(128))
+    with pytest.raises(LuminaError, match="needs an explicit rng"):
+        fit_to_bucket(image, 128, crop="random")
+    with pytest.raises(LuminaError, match="crop must be"):
+        fit_to_bucket(image, 128, crop="middle")
+
+
+def test_save_and_load_our_folder(tokenizer, tmp_path):
+    folder = save_image_tokenizer(tokenizer, tmp_path / "vq")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["format"] == "lumina-mgpt-image-tokenizer" and config["rounding"] == "round"
+    assert config["vqmodel"]["norm_type"] == "spatial"
+    loaded = load_image_tokenizer(folder, dtype=torch.float64)
+    assert loaded.factor == 4 and loaded.name == "tiny" and not loaded.training
+    for (k, a), (k2, b) in zip(
+        tokenizer.vq.state_dict().items(), loaded.vq.state_dict().items(), strict=True
+    ):
+        assert k == k2 and torch.equal(a, b)
+    pixels = _pixels(1, 8, 8, seed=4)
+    assert torch.equal(loaded.encode(pixels), tokenizer.encode(pixels))
+
+
+def test_our_folder_with_renamed_key_fails(tokenizer, tmp_path):
+    import safetensors.torch
+
+    folder = save_image_tokenizer(tokenizer, tmp_path / "vq")
+    state = safetensors.torch.load_file(folder / "model.safetensors")
+    state["post_quant_conv.weight_renamed"] = state.pop("post_quant_conv.weight")
+    safetensors.torch.save_file(state, folder / "model.safetensors")
+    with pytest.raises(LuminaError, match=r"missing 1 \[post_quant_conv\.weight\], unexpected 1"):
+        load_image_tokenizer(folder)
+
+
+def test_unknown_paths_fail_clearly(tmp_path):
+    with pytest.raises(LuminaError, match="no image tokenizer here"):
+        load_image_tokenizer(tmp_path)
+    with pytest.raises(LuminaError, match="not a hub repo id"):
+        load_image_tokenizer(tmp_path / "missing")
+
+
+def test_hub_repo_id_offline(tokenizer, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(
+        LuminaError,
+        match=r"someone/nothing: no such local path, and fetching it from the Hugging Face Hub failed",
+    ):
+        load_image_tokenizer("someone/nothing")
+    commit = "0" * 40  # a cached snapshot, laid out as huggingface_hub stores it
+    repo = cache / "models--someone--shapes-vq"
+    save_image_tokenizer(tokenizer, repo / "snapshots" / commit / "vq")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    loaded = load_image_tokenizer("someone/shapes-vq/vq", dtype=torch.float64)
+    assert torch.equal(loaded.codebook, tokenizer.codebook)

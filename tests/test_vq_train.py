@@ -1,0 +1,123 @@
+"""VQ training: config parsing, the data stream, the codebook, and exact resumption from a checkpoint."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lumina_mgpt.vq.train as vq_train
+from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.vq import load_image_tokenizer
+from lumina_mgpt.vq.tokenizer import ImageTokenizer
+from lumina_mgpt.vq.train import Codebook, QuantizerConfig, SceneBatches, TrainConfig, learning_rate
+
+SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "vq" / "shapes.yaml"
+
+
+def tiny_config(steps: int) -> TrainConfig:
+    return TrainConfig.from_dict(
+        {
+            "model": {"block_out_channels": [32, 32], "codebook_size": 16},
+            "quantizer": {"restart_every": 2, "dead_usage": 0.5},
+            "data": {
+                "canvases": [[48, 48]],
+                "batch_size": 2,
+                "mix": {"scene": 0.5, "segmentation map": 0.25, "edge map": 0.25},
+            },
+            "optim": {"steps": steps, "warmup": 1},
+            "run": {
+                "device": "cpu",
+                "log_every": 1,
+                "eval_every": 0,
+                "checkpoint_every": 2,
+                "eval_scenes": 0,
+            },
+        }
+    )
+
+
+def test_shipped_config_parses():
+    config = TrainConfig.from_yaml(SHIPPED_CONFIG)
+    assert config.model.codebook_size == 1024 and len(config.model.block_out_channels) == 4  # f8
+    assert (128, 128) in config.data.canvases and (160, 96) in config.data.canvases
+    assert all(w % 32 == 0 and h % 32 == 0 for w, h in config.data.canvases)
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(LuminaError, match=r"unknown field\(s\) \['lr_max'\] in section 'optim'"):
+        TrainConfig.from_dict({"optim": {"lr_max": 1}})
+    with pytest.raises(LuminaError, match="unknown section 'trainer'"):
+        TrainConfig.from_dict({"trainer": {}})
+    with pytest.raises(LuminaError, match=r"unknown image kind\(s\) \['photo'\]"):
+        TrainConfig.from_dict({"data": {"mix": {"photo": 1.0}}})
+    with pytest.raises(LuminaError, match="cannot read the training config"):
+        TrainConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_batches_are_a_pure_function_of_the_step():
+    config = tiny_config(4)
+    a, b = SceneBatches(config.data, seed=0), SceneBatches(config.data, seed=0)
+    assert torch.equal(a[7], b[7]) and not torch.equal(a[7], a[8])
+    assert a[7].dtype == torch.uint8 and a[7].shape[0] == 2 and a[7].shape[-1] == 3
+
+
+def test_learning_rate_schedule():
+    optim = tiny_config(100).optim
+    optim.warmup, optim.lr, optim.min_lr_ratio = 10, 1.0, 0.1
+    assert learning_rate(0, optim) == pytest.approx(0.1) and learning_rate(9, optim) == pytest.approx(1.0)
+    assert learning_rate(10, optim) == pytest.approx(1.0) and learning_rate(100, optim) == pytest.approx(0.1)
+
+
+def test_ema_codebook_moves_to_assigned_means_and_restarts_dead_codes():
+    tokenizer = ImageTokenizer.from_config(tiny_config(1).model.vqmodel_kwargs())
+    codebook = Codebook(tokenizer, QuantizerConfig(kind="ema", ema_decay=0.0, dead_usage=0.5))
+    vectors = torch.tensor([[1.0, 0, 0, 0], [3.0, 0, 0, 0], [0, 2.0, 0, 0]])
+    codebook.update(vectors, torch.tensor([5, 5, 9]))
+    torch.testing.assert_close(codebook.weight[5], torch.tensor([2.0, 0, 0, 0]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(codebook.weight[9], torch.tensor([0, 2.0, 0, 0]), atol=1e-4, rtol=0)
+    assert codebook.restart_dead(vectors, torch.Generator().manual_seed(0)) == 14  # all but codes 5 and 9
+    restarted = codebook.weight[[i for i in range(16) if i not in (5, 9)]]
+    assert all(any(torch.equal(row, v) for v in vectors) for row in restarted)
+    assert not codebook.weight.requires_grad
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_training_resumes_exactly_and_writes_a_loadable_tokenizer(tmp_path, monkeypatch):
+    straight = vq_train.train(tiny_config(4), tmp_path / "straight", show_progress=False)
+    assert straight["steps"] == 4
+
+    original_save = vq_train._atomic_save
+
+    def crash_after_step_2(obj, path):  # the run dies right after its step-2 checkpoint is written
+        original_save(obj, path)
+        if obj["step"] == 2:
+            raise Interrupted
+
+    monkeypatch.setattr(vq_train, "_atomic_save", crash_after_step_2)
+    with pytest.raises(Interrupted):
+        vq_train.train(tiny_config(4), tmp_path / "resumed", show_progress=False)
+    monkeypatch.setattr(vq_train, "_atomic_save", original_save)
+    assert not (tmp_path / "resumed" / "tokenizer").exists()
+    vq_train.train(tiny_config(4), tmp_path / "resumed", show_progress=False)
+
+    a = load_image_tokenizer(tmp_path / "straight" / "tokenizer")
+    b = load_image_tokenizer(tmp_path / "resumed" / "tokenizer")
+    for (k, x), (_, y) in zip(a.vq.state_dict().items(), b.vq.state_dict().items(), strict=True):
+        assert torch.equal(x, y), k
+    records = [json.loads(line) for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]  # steps 3 and 4 appended by the resumed run
+    assert a.factor == 2 and a.codebook_size == 16 and np.isfinite(records[-1]["loss"])
+
+
+def test_straight_through_codebook_learns_by_gradient_and_only_counts_usage():
+    tokenizer = ImageTokenizer.from_config(tiny_config(1).model.vqmodel_kwargs())
+    codebook = Codebook(tokenizer, QuantizerConfig(kind="straight_through", ema_decay=0.5))
+    before = codebook.weight.detach().clone()
+    codebook.update(torch.ones(2, 4), torch.tensor([3, 3]))
+    assert codebook.weight.requires_grad and torch.equal(codebook.weight.detach(), before)
+    assert codebook.counts[3].item() == pytest.approx(0.5 * 1 + 0.5 * 2) and codebook.counts[0].item() == 0.5
