@@ -1,0 +1,84 @@
+"""`lumina-mgpt eval`: score a model on the shapes-world benchmark (text-to-image categories and omni tasks)."""
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lumina_mgpt.errors import LuminaError
+
+_CANVAS_IN_PROMPT = re.compile(r" of (\d+)x(\d+)")
+
+
+def pipeline_generate_fn(pipe):
+    """The benchmark's `generate_fn` over a pipeline: templated prompts in, one list of images per prompt out."""
+    from lumina_mgpt.unirep import parse_t2i_prompt
+
+    def generate(prompts: list[str], width: int, height: int, per_prompt: int, seed: int) -> list[list]:
+        descriptions = [(parse_t2i_prompt(p) or (p,))[0] for p in prompts]
+        images = pipe(descriptions, width=width, height=height, num_images_per_prompt=per_prompt, seed=seed).images
+        return [images[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]
+
+    return generate
+
+
+def pipeline_chat_fn(pipe):
+    """The benchmark's `chat_fn` over a pipeline: a trailing assistant message with an image becomes the reply's
+    given upper half (v2 i2i); drawn images take the canvas named in the request ("... of WxH ..."), else the
+    size of the latest input image (tasks answer on the same canvas)."""
+    import numpy as np
+
+    def chat(messages: list[dict], seed: int) -> dict:
+        prefix = None
+        if messages[-1]["role"] == "assistant":
+            prefix, messages = messages[-1]["images"][0], messages[:-1]
+        named = _CANVAS_IN_PROMPT.search(messages[-1]["content"])
+        images = [np.asarray(image) for m in messages for image in m.get("images") or []]
+        if named:
+            width, height = int(named[1]), int(named[2])
+        elif images and prefix is None:
+            height, width = images[-1].shape[:2]
+        else:
+            width = height = None
+        reply = pipe.chat(messages, width=width, height=height, seed=seed, image_prefix=prefix)
+        return {"text": reply.text, "images": reply.images}
+
+    return chat
+
+
+def _canvas(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)x(\d+)", text.strip())
+    if not match:
+        raise LuminaError(f"canvas {text!r} is not WIDTHxHEIGHT (e.g. 160x96)")
+    return int(match[1]), int(match[2])
+
+
+def evaluate(
+    model: Annotated[str | None, typer.Option(help="Model folder or hub id; default: the shipped shapes model.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the images, items.jsonl and summary.json.")] = Path("eval"),
+    seed: Annotated[int, typer.Option(help="Seed of the benchmark's prompts and of sampling.")] = 0,
+    prompts: Annotated[int, typer.Option(min=1, help="Prompts per category (and items per omni task).")] = 100,
+    images_per_prompt: Annotated[int, typer.Option(min=1, help="Images drawn for each prompt.")] = 1,
+    canvas: Annotated[list[str] | None, typer.Option(help="Canvas WxH (repeatable); default 128x128 160x96 96x160.")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated omni tasks, 'none', or all (default).")] = None,
+    t2i: Annotated[bool, typer.Option(help="Score the text-to-image categories.")] = True,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cpu).")] = None,
+) -> None:
+    """Run the shapes-world benchmark and print a GenEval-style table."""
+    from lumina_mgpt.pipeline import LuminaMGPTPipeline
+    from lumina_mgpt.world import DEFAULT_CANVASES, OMNI_KINDS, format_table, run_benchmark
+
+    chosen = list(OMNI_KINDS) if tasks in (None, "all") else [] if tasks == "none" else tasks.split(",")
+    canvases = [_canvas(c) for c in canvas] if canvas else list(DEFAULT_CANVASES)
+    pipe = LuminaMGPTPipeline.from_pretrained(model, device=device)
+    summary = run_benchmark(
+        pipeline_generate_fn(pipe) if t2i else None,
+        pipeline_chat_fn(pipe) if chosen else None,
+        seed=seed, n_prompts=prompts, images_per_prompt=images_per_prompt, canvases=canvases,
+        tasks=chosen, out_dir=out,
+    )
+    (out / "settings.json").write_text(json.dumps({"model": model or "default", "seed": seed, "prompts": prompts,
+        "images_per_prompt": images_per_prompt, "canvases": canvases, "tasks": chosen}, indent=2))
+    typer.echo(format_table(summary))
