@@ -82,3 +82,23 @@ def evaluate(
     (out / "settings.json").write_text(json.dumps({"model": model or "default", "seed": seed, "prompts": prompts,
         "images_per_prompt": images_per_prompt, "canvases": canvases, "tasks": chosen}, indent=2))
     typer.echo(format_table(summary))
+
+
+def train_tokenizer(
+    out: Annotated[Path, typer.Option(help="Folder to write tokenizer.json into.")],
+    vocab_size: Annotated[int, typer.Option(help="Total vocabulary: special, text and image-code tokens.")] = 2048,
+    image_tokenizer: Annotated[str | None, typer.Option(help="Its codebook size sets the image tokens; "
+                                                        "default: the shipped shapes VQ.")] = None,
+    max_size_units: Annotated[int, typer.Option(help="Largest image side, in 32-pixel units.")] = 8,
+    samples: Annotated[int, typer.Option(min=1, help="World tasks whose texts train the BPE.")] = 20000,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled tasks.")] = 0,
+) -> None:
+    """Train the shapes world's BPE text tokenizer (kind "ours": release token names, `<img{k}>` codes)."""
+    from lumina_mgpt.vq import load_image_tokenizer
+    from lumina_mgpt.vq.loading import SHAPES_TOKENIZER
+    from lumina_mgpt.world.corpus import train_world_tokenizer
+
+    codebook = load_image_tokenizer(image_tokenizer or SHAPES_TOKENIZER).codebook_size
+    tokenizer = train_world_tokenizer(vocab_size, codebook, max_size_units, samples, seed)
+    tokenizer.save(out)
+    typer.echo(f"{tokenizer.vocab_size} tokens ({codebook} image codes) -> {out / 'tokenizer.json'}")

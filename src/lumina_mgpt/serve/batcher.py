@@ -1,0 +1,249 @@
+"""The decode worker: one thread owns the model and serves a bounded queue of jobs.
+
+Text-to-image jobs with equal `ImageSettings` (size, guidance, sampling) that are waiting together run as one
+decode batch: one pipeline call over all their prompts, each image with its own seed, so an image is the same
+whether its request was batched or not. An idle worker waits `batch_window_s` after a new request for
+companions. Chats run one at a time. A job whose client has gone leaves the queue; a running decode stops at
+the next token once every job in it has gone.
+"""
+
+import logging
+import threading
+import time
+from collections import deque
+
+from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.engine import Step
+from lumina_mgpt.pipeline import LuminaMGPTPipeline
+from lumina_mgpt.serve.jobs import (
+    APIError,
+    ChatJob,
+    ChatResult,
+    ImageJob,
+    ImageResult,
+    Job,
+    Metrics,
+    Partial,
+)
+from lumina_mgpt.serve.limits import Limits
+from lumina_mgpt.unirep import block_length
+
+logger = logging.getLogger(__name__)
+PROGRESS_EVENTS = 20  # progress events per image decode; chats report every CHAT_PROGRESS_STEPS tokens
+CHAT_PROGRESS_STEPS = 16
+
+
+class Cancelled(Exception):
+    """Every job of the running decode has been cancelled."""
+
+
+class Batcher:
+    def __init__(self, pipe: LuminaMGPTPipeline, limits: Limits) -> None:
+        self.pipe, self.limits = pipe, limits
+        self.counters = dict(
+            decodes=0, batched_requests=0, images=0, chats=0, cancelled=0, aborted_decodes=0, failed_decodes=0
+        )
+        self._queue: deque[Job] = deque()
+        self._running: list[Job] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._work, name="lumina-decode", daemon=True)
+        layout = pipe.layout
+        self._stop_ids = {*layout.stop_ids, layout.turn_sep_id}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Refuse new jobs, fail the queued ones (503), cancel the running decode and wait for the worker."""
+        with self._cond:
+            self._stopping = True
+            waiting, running = list(self._queue), list(self._running)
+            self._queue.clear()
+            self._cond.notify_all()
+        for job in waiting:
+            job.emit("error", APIError(503, "the server is shutting down", code="shutting_down"))
+        for job in running:
+            job.cancelled.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def submit(self, job: Job) -> None:
+        """Queue a job; raises APIError 429 when the queue is full (503 while stopping)."""
+        with self._cond:
+            if self._stopping:
+                raise APIError(503, "the server is shutting down", code="shutting_down")
+            if len(self._queue) >= self.limits.max_queue:
+                raise APIError(
+                    429,
+                    f"the server is busy ({len(self._queue)} requests queued); retry later",
+                    code="queue_full",
+                    kind="rate_limit_exceeded",
+                )
+            self._queue.append(job)
+            self._cond.notify_all()
+
+    def cancel(self, job: Job) -> None:
+        """The job's client has gone: drop it from the queue, or mark it so its decode can stop."""
+        if job.finished or job.cancelled.is_set():
+            return
+        job.cancelled.set()
+        with self._cond:
+            if job in self._queue:
+                self._queue.remove(job)
+            self.counters["cancelled"] += 1
+
+    def health(self) -> dict[str, int]:
+        with self._cond:
+            return {"queued": len(self._queue), "running": len(self._running), **self.counters}
+
+    # ------------------------------------------------------------------------------------------- worker
+
+    def _take(self) -> list[Job] | None:
+        """The next batch: the oldest job plus queued image jobs of equal settings, up to the row limit."""
+        limit, window = self.limits.max_batch_images, self.limits.batch_window_s
+        with self._cond:
+            while True:
+                self._cond.wait_for(lambda: self._queue or self._stopping)
+                if self._stopping:
+                    return None
+                head = self._queue[0]
+                if isinstance(head, ImageJob):
+                    wait = head.submitted + window - time.perf_counter()
+                    if wait > 0:
+                        self._cond.wait_for(
+                            lambda h=head: self._stopping or self._rows_like(h) >= limit, timeout=wait
+                        )
+                if self._stopping:
+                    return None
+                if self._queue and self._queue[0] is head:  # else it was cancelled meanwhile: start over
+                    break
+            batch, rows = [self._queue.popleft()], head.rows
+            if isinstance(head, ImageJob):
+                for job in list(self._queue):
+                    if isinstance(job, ImageJob) and job.settings == head.settings and rows + job.n <= limit:
+                        self._queue.remove(job)
+                        batch.append(job)
+                        rows += job.n
+            self._running = batch
+            self.counters["decodes"] += 1
+            self.counters["batched_requests"] += len(batch) if len(batch) > 1 else 0
+            return batch
+
+    def _rows_like(self, head: ImageJob) -> int:
+        return sum(
+            job.n for job in self._queue if isinstance(job, ImageJob) and job.settings == head.settings
+        )
+
+    def _work(self) -> None:
+        while (batch := self._take()) is not None:
+            decode_id, started = self.counters["decodes"], time.perf_counter()
+            try:
+                if isinstance(batch[0], ChatJob):
+                    self._chat(batch[0], decode_id, started)
+                else:
+                    self._images(batch, decode_id, started)
+            except Cancelled:
+                self._count("aborted_decodes")
+            except LuminaError as error:
+                self._fail(batch, APIError(400, str(error)))
+            except Exception as error:
+                logger.exception("decode %d failed", decode_id)
+                self._fail(batch, APIError(500, f"the decode failed ({type(error).__name__}: {error})"))
+            finally:
+                with self._cond:
+                    self._running = []
+
+    def _images(self, jobs: list[ImageJob], decode_id: int, started: float) -> None:
+        settings, layout = jobs[0].settings, self.pipe.layout
+        width, height = settings.width, settings.height
+        prompts = [job.prompt for job in jobs for _ in range(job.n)]
+        seeds = [job.seed + k for job in jobs for k in range(job.n)]
+        watch = _Watch(jobs, block_length(width, height, layout) - 1, height // layout.latent_factor)
+        extra: dict = {"speculative": True} if settings.speculative else {}
+        if any(job.stream for job in jobs):
+            extra |= dict(preview_rows=1, on_preview=watch.preview)
+        out = self.pipe(
+            prompts,
+            width,
+            height,
+            1,
+            settings.cfg_scale,
+            settings.temperature,
+            settings.top_k,
+            settings.top_p,
+            seeds,
+            callback=watch.step,
+            progress=False,
+            **extra,
+        )
+        self._count("images", len(prompts))
+        offset = 0
+        for job in jobs:
+            rows = slice(offset, offset + job.n)
+            metrics = self._metrics(job, decode_id, jobs, started)
+            job.emit(
+                "done",
+                ImageResult(out.images[rows], seeds[rows], sum(len(t) for t in out.tokens[rows]), metrics),
+            )
+            offset += job.n
+
+    def _chat(self, job: ChatJob, decode_id: int, started: float) -> None:
+        watch = _Watch([job], None, None)
+        out = self.pipe.chat(job.messages, **job.options, callback=watch.step, progress=False)
+        self._count("chats")
+        stopped = (
+            bool(out.tokens) and out.tokens[-1] in self._stop_ids and not out.stats.get("unfinished_images")
+        )
+        job.emit(
+            "done",
+            ChatResult(out, "stop" if stopped else "length", self._metrics(job, decode_id, [job], started)),
+        )
+
+    def _metrics(self, job: Job, decode_id: int, jobs: list[Job], started: float) -> Metrics:
+        return Metrics(
+            decode_id,
+            len(jobs),
+            sum(j.rows for j in jobs),
+            started - job.submitted,
+            time.perf_counter() - started,
+        )
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self._cond:
+            self.counters[name] += amount
+
+    def _fail(self, jobs: list[Job], error: APIError) -> None:
+        self._count("failed_decodes")
+        for job in jobs:
+            job.emit("error", error)
+
+
+class _Watch:
+    """The callbacks of one decode: stop when every job has gone; progress and partial images for streams."""
+
+    def __init__(self, jobs: list[Job], total_steps: int | None, total_rows: int | None) -> None:
+        self.jobs, self.total_steps, self.total_rows = jobs, total_steps, total_rows
+        self.every = max(1, total_steps // PROGRESS_EVENTS) if total_steps else CHAT_PROGRESS_STEPS
+        self.rows = 0
+
+    def step(self, step: Step) -> None:
+        if all(job.cancelled.is_set() for job in self.jobs):
+            raise Cancelled
+        done = step.index + 1
+        if done % self.every == 0 or done == self.total_steps:
+            for job in self.jobs:
+                if job.stream:
+                    job.emit("progress", {"step": done, "total": self.total_steps})
+
+    def preview(self, images: list) -> None:
+        """The pipeline's preview callback: one partial image per finished latent row, for every image."""
+        self.rows += 1
+        offset = 0
+        for job in self.jobs:
+            if job.stream and not job.cancelled.is_set():
+                for k in range(job.rows):
+                    job.emit(
+                        "partial", Partial(k, self.rows - 1, images[offset + k], self.rows, self.total_rows)
+                    )
+            offset += job.rows

@@ -1,0 +1,322 @@
+"""Units of work for the batcher: a validated text-to-image or chat request, its event channel and its result.
+
+Building a job checks everything a request can get wrong (model, limits, size, sampling, images) and raises
+`APIError` with the offending parameter, so nothing invalid ever reaches the decode worker. The worker thread
+talks back through `emit` (thread-safe); the request's coroutine reads `events()`.
+"""
+
+import asyncio
+import contextlib
+import inspect
+import re
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from PIL import Image
+
+from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.pipeline import ChatOutput, LuminaMGPTPipeline
+from lumina_mgpt.serve.limits import Limits
+from lumina_mgpt.serve.media import image_from_data_url
+from lumina_mgpt.serve.schemas import MAX_SEED, ChatCompletionRequest, ImageGenerationRequest, TextPart
+from lumina_mgpt.text import IMAGE_PLACEHOLDER, serialize
+from lumina_mgpt.unirep import t2i_prompt
+
+_SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
+
+
+class APIError(Exception):
+    """A request that cannot be served: the HTTP status and OpenAI's error fields."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.kind = kind or ("invalid_request_error" if status < 500 else "server_error")
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Everything a decode batch shares: requests with equal settings can run as one batch."""
+
+    width: int
+    height: int
+    cfg_scale: float
+    temperature: float
+    top_k: int
+    top_p: float
+    speculative: bool = False
+
+
+@dataclass
+class Partial:
+    """A partial image: its finished latent rows, grey below."""
+
+    image_index: int
+    partial_index: int
+    image: Image.Image
+    rows: int  # finished latent rows
+    total_rows: int
+
+
+@dataclass
+class Metrics:
+    decode_id: int  # the server's decode counter: requests of one batch share it
+    batch_requests: int
+    batch_images: int
+    queue_seconds: float
+    decode_seconds: float
+
+
+@dataclass
+class ImageResult:
+    images: list[Image.Image]
+    seeds: list[int]
+    output_tokens: int
+    metrics: Metrics
+
+
+@dataclass
+class ChatResult:
+    output: ChatOutput
+    finish_reason: str  # "stop" or "length"
+    metrics: Metrics
+
+
+class Job:
+    """A request in flight: created on the event loop, decoded on the worker thread."""
+
+    def __init__(self, stream: bool) -> None:
+        self.stream = stream
+        self.cancelled = threading.Event()
+        self.submitted = time.perf_counter()
+        self.finished = False  # the final event (result or error) was read
+        self._loop = asyncio.get_running_loop()
+        self._events: asyncio.Queue = asyncio.Queue()
+
+    @property
+    def rows(self) -> int:
+        return 1
+
+    def emit(self, kind: str, data: object = None) -> None:
+        """From the worker: "progress" (dict), "partial" (Partial), "done" (result) or "error" (APIError)."""
+        with contextlib.suppress(RuntimeError):  # a closed event loop: nobody is listening any more
+            self._loop.call_soon_threadsafe(self._events.put_nowait, (kind, data))
+
+    async def events(self) -> AsyncIterator[tuple[str, object]]:
+        """Progress and partial events (streaming jobs only), then ("done", result); an error is raised."""
+        while True:
+            kind, data = await self._events.get()
+            if kind == "error":
+                self.finished = True
+                raise data
+            if kind == "done":
+                self.finished = True
+            yield kind, data
+            if kind == "done":
+                return
+
+    async def result(self) -> ImageResult | ChatResult:
+        async for kind, data in self.events():
+            if kind == "done":
+                return data
+        raise AssertionError("a job's events end with its result")
+
+
+class ImageJob(Job):
+    def __init__(
+        self, prompt: str, n: int, settings: ImageSettings, seed: int, prompt_tokens: int, stream: bool
+    ) -> None:
+        super().__init__(stream)
+        self.prompt, self.n, self.settings = prompt, n, settings
+        self.seed = seed  # image k uses seed + k
+        self.prompt_tokens = prompt_tokens
+
+    @property
+    def rows(self) -> int:
+        return self.n
+
+
+class ChatJob(Job):
+    def __init__(self, messages: list[dict], options: dict, seed: int, stream: bool) -> None:
+        super().__init__(stream)
+        self.messages, self.options, self.seed = messages, options, seed  # options: keyword arguments of chat
+
+
+def speculative_supported(pipe: LuminaMGPTPipeline) -> bool:
+    """Whether the pipeline's text-to-image call takes `speculative=` (the engine has no such mode yet)."""
+    return "speculative" in inspect.signature(pipe.__call__).parameters
+
+
+def image_job(
+    pipe: LuminaMGPTPipeline, limits: Limits, body: ImageGenerationRequest, model_id: str
+) -> ImageJob:
+    """A validated text-to-image job; raises APIError naming the bad parameter."""
+    _check_model(body.model, model_id)
+    if body.response_format == "url":
+        raise APIError(
+            400,
+            "response_format 'url' is not supported (this server stores no files); use 'b64_json'",
+            "response_format",
+            "unsupported_response_format",
+        )
+    speculative = _speculative(body.speculative, pipe)
+    if body.n > limits.max_images:
+        raise APIError(
+            400, f"n is {body.n}; this server makes at most {limits.max_images} images per request", "n"
+        )
+    _check_text(body.prompt, limits, "prompt")
+    if IMAGE_PLACEHOLDER in body.prompt:
+        raise APIError(400, f"a text-to-image prompt cannot hold {IMAGE_PLACEHOLDER}", "prompt")
+    width, height = parse_size(body.size, pipe.preset.canvas, limits)
+    message = {"role": "user", "content": t2i_prompt(body.prompt, width, height)}
+    prompt_tokens = len(serialize([message], pipe.text_tokenizer, pipe.layout)[0]) + 1  # + the image start
+    try:
+        pipe.check_size(width, height, prompt_tokens)
+    except LuminaError as error:
+        raise APIError(400, str(error), "size") from None
+    preset = pipe.preset.t2i_image
+    settings = ImageSettings(
+        width,
+        height,
+        pipe.preset.t2i_cfg if body.cfg_scale is None else body.cfg_scale,
+        preset.temperature if body.temperature is None else body.temperature,
+        preset.top_k if body.top_k is None else body.top_k,
+        preset.top_p if body.top_p is None else body.top_p,
+        speculative,
+    )
+    seed = secrets.randbelow(MAX_SEED) if body.seed is None else body.seed
+    return ImageJob(body.prompt, body.n, settings, seed, prompt_tokens, body.stream)
+
+
+async def chat_job(
+    pipe: LuminaMGPTPipeline, limits: Limits, body: ChatCompletionRequest, model_id: str
+) -> ChatJob:
+    """A validated chat job: image parts become `<|image|>` placeholders and images (decoded in a thread)."""
+    _check_model(body.model, model_id)
+    _speculative(body.speculative, pipe)
+    width = height = None
+    if body.size is not None and body.size != "auto":
+        width, height = parse_size(body.size, pipe.preset.canvas, limits)
+        try:
+            pipe.check_size(width, height)
+        except LuminaError as error:
+            raise APIError(400, str(error), "size") from None
+    max_new_tokens = body.max_completion_tokens or body.max_tokens
+    if max_new_tokens is not None and max_new_tokens > limits.max_new_tokens:
+        raise APIError(
+            400,
+            f"max_tokens is {max_new_tokens}; this server allows at most {limits.max_new_tokens}",
+            "max_tokens",
+        )
+    messages = await asyncio.to_thread(chat_messages, body, limits)
+    seed = secrets.randbelow(MAX_SEED) if body.seed is None else body.seed
+    options = dict(
+        width=width,
+        height=height,
+        cfg_scale=body.cfg_scale,
+        temperature=body.image_temperature,
+        top_k=body.image_top_k,
+        top_p=body.image_top_p,
+        seed=seed,
+        text_temperature=body.temperature,
+        text_top_k=body.top_k,
+        text_top_p=body.top_p,
+        max_new_tokens=max_new_tokens,
+    )
+    return ChatJob(messages, options, seed, body.stream)
+
+
+def chat_messages(body: ChatCompletionRequest, limits: Limits) -> list[dict]:
+    """The pipeline's messages (`role`, `content` with placeholders, `images`) of a chat request."""
+    messages, count = [], 0
+    for i, message in enumerate(body.messages):
+        parts = (
+            [TextPart(type="text", text=message.content)]
+            if isinstance(message.content, str)
+            else message.content
+        )
+        text, images = [], []
+        for j, part in enumerate(parts):
+            if part.type == "text":
+                if IMAGE_PLACEHOLDER in part.text:
+                    raise APIError(
+                        400,
+                        f"send images as image_url parts, not as {IMAGE_PLACEHOLDER} in text",
+                        f"messages.{i}.content",
+                    )
+                text.append(part.text)
+                continue
+            count += 1
+            if count > limits.max_chat_images:
+                raise APIError(
+                    400,
+                    f"this server takes at most {limits.max_chat_images} images per chat request",
+                    "messages",
+                )
+            try:
+                images.append(image_from_data_url(part.image_url.url, limits.max_input_pixels))
+            except LuminaError as error:
+                raise APIError(400, str(error), f"messages.{i}.content.{j}.image_url.url") from None
+            text.append(IMAGE_PLACEHOLDER)
+        messages.append({"role": message.role, "content": "".join(text), "images": images})
+    _check_text("".join(m["content"] for m in messages), limits, "messages")
+    return messages
+
+
+def parse_size(size: str | None, default: tuple[int, int], limits: Limits) -> tuple[int, int]:
+    """`(width, height)` of "WxH" ("auto" or None: `default`), within the server's pixel limit."""
+    if size is None or size == "auto":
+        return default
+    match = _SIZE.fullmatch(size.strip().lower())
+    if match is None:
+        raise APIError(400, f"size {size!r} is not 'WxH' in pixels (e.g. 512x512) or 'auto'", "size")
+    width, height = int(match[1]), int(match[2])
+    if width * height > limits.max_pixels:
+        raise APIError(
+            400, f"size {width}x{height} is over this server's limit of {limits.max_pixels} pixels", "size"
+        )
+    return width, height
+
+
+def _check_model(requested: str | None, model_id: str) -> None:
+    if requested is not None and requested != model_id:
+        raise APIError(
+            404,
+            f"model {requested!r} is not served here; this server serves {model_id!r}",
+            "model",
+            "model_not_found",
+        )
+
+
+def _speculative(value: bool | str | None, pipe: LuminaMGPTPipeline) -> bool:
+    wanted = value is True
+    if wanted and not speculative_supported(pipe):
+        raise APIError(
+            400,
+            "speculative decoding is not available in this engine yet; send false, 'off' or null",
+            "speculative",
+            "unsupported_parameter",
+        )
+    return wanted
+
+
+def _check_text(text: str, limits: Limits, param: str) -> None:
+    if len(text) > limits.max_prompt_chars:
+        raise APIError(
+            400,
+            f"{param} has {len(text)} characters; this server takes at most {limits.max_prompt_chars}",
+            param,
+        )

@@ -1,0 +1,51 @@
+"""Images over JSON: PNG as base64 (`b64_json`) and data URLs (`image_url` content parts)."""
+
+import base64
+import binascii
+import io
+import re
+
+from PIL import Image, UnidentifiedImageError
+
+from lumina_mgpt.errors import LuminaError
+
+_DATA_URL = re.compile(
+    r"data:(?P<mime>image/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,(?P<data>.*)", re.DOTALL
+)
+
+
+def png_base64(image: Image.Image) -> str:
+    """The image as a base64 PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def png_data_url(image: Image.Image) -> str:
+    return "data:image/png;base64," + png_base64(image)
+
+
+def image_from_data_url(url: str, max_pixels: int) -> Image.Image:
+    """An RGB image from a base64 `data:image/...;base64,...` URL of at most `max_pixels` pixels."""
+    match = _DATA_URL.fullmatch(url)
+    if match is None:
+        what = "http(s) URLs are not fetched" if url.startswith(("http://", "https://")) else "not a data URL"
+        raise LuminaError(f"{what}: send the image inline as data:image/png;base64,...")
+    if not match["b64"]:
+        raise LuminaError("the image data URL is not base64-encoded (expected ';base64,')")
+    try:
+        data = base64.b64decode(match["data"], validate=True)
+    except (binascii.Error, ValueError):
+        raise LuminaError("the image data URL holds invalid base64") from None
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > max_pixels:
+            raise LuminaError(
+                f"the image is {image.width}x{image.height}; this server takes at most "
+                f"{max_pixels} pixels per input image"
+            )
+        return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise LuminaError(
+            "the image data URL does not hold a readable image (PNG, JPEG, WebP, ...)"
+        ) from None

@@ -1,0 +1,83 @@
+"""Request bodies of the HTTP API (OpenAI's shapes plus our sampling extensions), strictly typed.
+
+Unknown fields are refused rather than ignored, so a misspelt extension (`cfg` for `cfg_scale`) is a clear
+400 instead of a silently different image.
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_SEED = 2**62
+MAX_TOP_K = 2**31 - 1  # more than any vocabulary: 'all'
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class ImageGenerationRequest(_Body):
+    """`POST /v1/images/generations`. `temperature`/`top_k`/`top_p` sample the image tokens; `seed` k is image
+    k's stream (seed + k), so a request gives the same images whether it shares a decode batch or not."""
+
+    prompt: str = Field(min_length=1)
+    model: str | None = None
+    n: int = Field(1, ge=1)
+    size: str | None = None  # "WxH" in pixels, or "auto" / null for the model's canvas
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    output_format: Literal["png"] = "png"
+    stream: bool = False
+    user: str | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    cfg_scale: float | None = Field(None, ge=0, le=100)
+    temperature: float | None = Field(None, ge=0, le=100)
+    top_k: int | None = Field(None, ge=0, le=MAX_TOP_K)
+    top_p: float | None = Field(None, gt=0, le=1)
+    speculative: bool | Literal["off"] | None = None
+
+
+class TextPart(_Body):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Body):
+    url: str  # a data URL: data:image/png;base64,...
+    detail: str | None = None
+
+
+class ImagePart(_Body):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
+class ChatMessage(_Body):
+    role: Literal["user", "assistant"]
+    content: str | list[ContentPart]
+
+
+class ChatCompletionRequest(_Body):
+    """`POST /v1/chat/completions`. As in OpenAI, `temperature`/`top_p` (and our `top_k`) sample the text;
+    `image_temperature`/`image_top_k`/`image_top_p` and `cfg_scale` sample the images the model draws, and
+    `size` is theirs."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    model: str | None = None
+    n: int = Field(1, ge=1, le=1)
+    stream: bool = False
+    user: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    temperature: float | None = Field(None, ge=0, le=100)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0, le=MAX_TOP_K)
+    size: str | None = None
+    cfg_scale: float | None = Field(None, ge=0, le=100)
+    image_temperature: float | None = Field(None, ge=0, le=100)
+    image_top_k: int | None = Field(None, ge=0, le=MAX_TOP_K)
+    image_top_p: float | None = Field(None, gt=0, le=1)
+    speculative: bool | Literal["off"] | None = None
