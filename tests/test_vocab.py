@@ -229,3 +229,15 @@ def test_layout_validation():
     )
     assert tiny.to("cpu") == tiny and hash(tiny.to("cpu")) == hash(tiny)
     assert tiny.code_of_id.tolist() == [-1] * 5 + [0, 1] + [-1] * 5
+
+
+def test_package_exports_the_public_api():
+    import lumina_mgpt
+    from lumina_mgpt.model import load_transformer
+    from lumina_mgpt.pipeline import LuminaMGPTPipeline
+    from lumina_mgpt.vq import load_image_tokenizer
+
+    assert lumina_mgpt.LuminaMGPTPipeline is LuminaMGPTPipeline
+    assert lumina_mgpt.load_transformer is load_transformer
+    assert lumina_mgpt.load_image_tokenizer is load_image_tokenizer
+    assert set(lumina_mgpt.__all__) >= {"LuminaMGPTPipeline", "load_transformer", "load_image_tokenizer"}
