@@ -176,3 +176,74 @@ def test_hub_repo_id_offline(tokenizer, tmp_path, monkeypatch):
     (repo / "refs" / "main").write_text(commit)
     loaded = load_image_tokenizer("someone/shapes-vq/vq", dtype=torch.float64)
     assert torch.equal(loaded.codebook, tokenizer.codebook)
+
+
+# ---- PatchPaletteVQ (our shapes-world architecture) ---------------------------------------------------------
+
+PALETTE = [[128, 128, 128], [220, 40, 40], [0, 0, 0], [255, 255, 255]]
+PATCH = {
+    "output_palette": PALETTE,
+    "patch_size": 4,
+    "encoder_hidden": 16,
+    "vq_embed_dim": 4,
+    "num_vq_embeddings": 32,
+    "decoder_channels": 16,
+    "decoder_blocks": 1,
+    "upsample_channels": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def patch_tokenizer() -> ImageTokenizer:
+    torch.manual_seed(0)
+    tok = ImageTokenizer.from_config(PATCH, architecture="patch-palette", name="patch").double().eval()
+    with torch.no_grad():
+        tok.codebook.normal_(0, 0.3)
+    return tok
+
+
+def test_patch_encoder_codes_depend_only_on_their_patch(patch_tokenizer):
+    assert patch_tokenizer.factor == 4 and patch_tokenizer.architecture == "patch-palette"
+    pixels = _pixels(1, 12, 16, seed=5)
+    changed = pixels.clone()
+    changed[:, :, 4:8, 8:12] = -pixels[:, :, 4:8, 8:12]  # only the cell (1, 2)
+    a = patch_tokenizer.vq.encode(pixels).latents
+    b = patch_tokenizer.vq.encode(changed).latents
+    differs = (a != b).any(1)[0]
+    assert differs[1, 2] and differs.sum() == 1
+    flat = torch.full((2, 3, 8, 8), 0.25, dtype=torch.float64)  # a flat image: one code everywhere
+    assert patch_tokenizer.encode(flat).unique().numel() == 1
+
+
+def test_patch_palette_decoder_paints_only_palette_colours(patch_tokenizer):
+    vq = patch_tokenizer.vq
+    codes = torch.randint(0, 32, (2, 3, 4), generator=torch.Generator().manual_seed(6))
+    pixels = patch_tokenizer.decode(codes)
+    assert pixels.shape == (2, 3, 12, 16)
+    colours = {tuple(c) for c in pixels_to_uint8(pixels).reshape(-1, 3).tolist()}
+    assert colours <= {tuple(c) for c in PALETTE}
+    logits = torch.zeros(1, 4, 1, 2, dtype=torch.float64)
+    logits[0, 1, 0, 0] = logits[0, 3, 0, 1] = 1.0  # red, then edge white
+    assert pixels_to_uint8(vq.paint(logits))[0, 0].tolist() == [[220, 40, 40], [255, 255, 255]]
+    near = torch.tensor([[130, 126, 129], [250, 250, 250], [3, 0, 2]], dtype=torch.float64) / 127.5 - 1
+    assert vq.palette_index(near.T.reshape(1, 3, 1, 3)).tolist() == [[[0, 3, 2]]]
+
+
+def test_patch_palette_folder_round_trip(patch_tokenizer, tmp_path):
+    folder = save_image_tokenizer(patch_tokenizer, tmp_path / "vq")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "patch-palette" and config["vqmodel"]["output_palette"] == PALETTE
+    loaded = load_image_tokenizer(folder, dtype=torch.float64)
+    assert loaded.factor == 4 and loaded.architecture == "patch-palette"
+    pixels = _pixels(2, 8, 12, seed=7)
+    codes = patch_tokenizer.encode(pixels)
+    assert torch.equal(loaded.encode(pixels), codes)
+    assert torch.equal(loaded.decode(codes), patch_tokenizer.decode(codes))
+    config["architecture"] = "wavelet"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LuminaError, match=r"bad tokenizer config .*unknown tokenizer architecture 'wavelet'"):
+        load_image_tokenizer(folder)
+    config["architecture"], config["vqmodel"]["patch_size"] = "patch-palette", 5
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LuminaError, match="patch_size must be 4, 8 or 16, not 5"):
+        load_image_tokenizer(folder)

@@ -10,7 +10,8 @@ import torch
 import lumina_mgpt.vq.train as vq_train
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.vq import load_image_tokenizer
-from lumina_mgpt.vq.tokenizer import ImageTokenizer
+from lumina_mgpt.vq.patch import SHAPES_PALETTE
+from lumina_mgpt.vq.tokenizer import ImageTokenizer, pixels_to_uint8
 from lumina_mgpt.vq.train import Codebook, QuantizerConfig, SceneBatches, TrainConfig, learning_rate
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "vq" / "shapes.yaml"
@@ -121,3 +122,45 @@ def test_straight_through_codebook_learns_by_gradient_and_only_counts_usage():
     codebook.update(torch.ones(2, 4), torch.tensor([3, 3]))
     assert codebook.weight.requires_grad and torch.equal(codebook.weight.detach(), before)
     assert codebook.counts[3].item() == pytest.approx(0.5 * 1 + 0.5 * 2) and codebook.counts[0].item() == 0.5
+
+
+def test_restart_on_the_worst_quantised_vectors():
+    tokenizer = ImageTokenizer.from_config(tiny_config(1).model.vqmodel_kwargs())
+    codebook = Codebook(tokenizer, QuantizerConfig(dead_usage=0.5))
+    codebook.counts[14:] = 0.0  # codes 14 and 15 are dead
+    vectors = torch.arange(20.0).repeat_interleave(4).view(5, 4, 4)[:, 0]
+    errors = torch.tensor([0.1, 5.0, 0.2, 3.0, 0.0])
+    assert codebook.restart_dead(vectors, torch.Generator().manual_seed(0), errors) == 2
+    assert torch.equal(codebook.weight[14:], vectors[[1, 3]]) and codebook.counts[14:].tolist() == [1.0, 1.0]
+
+
+def test_patch_palette_training_writes_a_painting_tokenizer(tmp_path):
+    config = tiny_config(2)
+    config.model = TrainConfig.from_dict(
+        {
+            "model": {
+                "architecture": "patch-palette",
+                "patch_size": 4,
+                "encoder_hidden": 16,
+                "code_dim": 4,
+                "codebook_size": 16,
+                "decoder_channels": 16,
+                "decoder_blocks": 1,
+                "upsample_channels": 8,
+            }
+        }
+    ).model
+    config.optim.edge_weight = 4.0
+    config.quantizer.restart_on = "worst"
+    metrics = vq_train.train(config, tmp_path / "run", show_progress=False)
+    assert metrics["steps"] == 2
+    tokenizer = load_image_tokenizer(tmp_path / "run" / "tokenizer")
+    assert tokenizer.architecture == "patch-palette" and tokenizer.factor == 4
+    images = SceneBatches(config.data, seed=5)[0]
+    codes = tokenizer.encode(images.permute(0, 3, 1, 2).float() / 127.5 - 1)
+    painted = {tuple(c) for c in pixels_to_uint8(tokenizer.decode(codes)).reshape(-1, 3).tolist()}
+    assert painted <= set(SHAPES_PALETTE) and len(SHAPES_PALETTE) == 19
+    with pytest.raises(LuminaError, match=r"model\.architecture must be 'vqmodel' or 'patch-palette'"):
+        TrainConfig.from_dict({"model": {"architecture": "unet"}})
+    with pytest.raises(LuminaError, match=r"quantizer\.restart_on must be 'random' or 'worst'"):
+        TrainConfig.from_dict({"quantizer": {"restart_on": "best"}})

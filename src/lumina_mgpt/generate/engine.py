@@ -4,6 +4,9 @@ One forward per step over `[conditional rows; unconditional rows]`. The uncondit
 the image block being generated (from its image start, positions from 0), as both releases do; its logits
 guide image-code steps only, and with `cfg_scale == 1` the unconditional rows are not run at all. The Uni-Rep
 grammar picks each row's mask, the sampler draws one token per row from its own random stream.
+
+With `DecodeSettings.speculative`, image grids are decoded several tokens per forward by speculative Jacobi
+decoding (`speculative.py`); text and size tokens still take one step each.
 """
 
 import time
@@ -15,6 +18,7 @@ import torch
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.constraints import BlockState, Kind, Mode, UniRepGrammar, open_block_start
 from lumina_mgpt.generate.sampling import RowRandom, SamplingSettings, sample_tokens
+from lumina_mgpt.generate.speculative import JacobiDecoder, SpeculativeSettings
 from lumina_mgpt.model import ChameleonTransformer, KVCache
 from lumina_mgpt.vocab import TokenLayout
 
@@ -29,6 +33,7 @@ class DecodeSettings:
     force_size: bool = True  # size tokens come from the requested (W, H); False samples them
     max_new_tokens: int = 1024
     stop_at_image_end: bool = False  # a row is done after its first image (text-to-image)
+    speculative: SpeculativeSettings | None = None  # None: one token per forward
 
     def __post_init__(self) -> None:
         if self.cfg_scale < 0:
@@ -40,11 +45,14 @@ class DecodeSettings:
 @dataclass
 class Step:
     """What a step callback sees: the step index, every row's new token, the logits it was sampled from
-    (after guidance, before masks), and each row's mode after the token."""
+    (after guidance, before masks), and each row's mode after the token.
+
+    In speculative decoding a step is one token index, reported once every unfinished row has reached it;
+    `logits` is then None and `mode` is the rows' mode at that time."""
 
     index: int
     tokens: torch.Tensor  # [B]
-    logits: torch.Tensor  # [B, V]
+    logits: torch.Tensor | None  # [B, V]
     mode: torch.Tensor  # [B], constraints.Mode
 
 
@@ -64,11 +72,13 @@ class DecodeEngine:
         compile: bool = False,
         cuda_graphs: bool = True,
     ) -> None:
-        """`compile`: run the one-token forwards through `torch.compile` (dynamic shapes; the first call
-        compiles, which takes a while). `cuda_graphs`: on CUDA, replay each call's token choice as a graph."""
+        """`compile`: run the one-token forwards (and speculative windows) through `torch.compile` (dynamic
+        shapes; the first call compiles, which takes a while). `cuda_graphs`: on CUDA, replay each call's token
+        choice as a graph."""
         self.model = model
         self.cuda_graphs = cuda_graphs
         self._decode = torch.compile(model, dynamic=True) if compile else model
+        self._hidden = torch.compile(model.model, dynamic=True) if compile else model.model
         self.layout = layout
         self.device = next(model.parameters()).device
         self.grammar = UniRepGrammar(layout, self.device, vocab_size=model.config.vocab_size)
@@ -89,7 +99,80 @@ class DecodeEngine:
         random stream. A prompt may end inside an open image block (a given image prefix). The tensors a
         callback sees are reused from step to step: clone what you keep.
         """
+        if settings.speculative is not None:
+            return self._generate_speculative(prompts, settings, seeds, sizes, callback)
         began = time.perf_counter()
+        run = self._start(prompts, settings, seeds, sizes)
+        choose, logits = run.choose, run.logits
+        out = torch.zeros(len(prompts), settings.max_new_tokens, dtype=torch.long, device=self.device)
+        for step in range(settings.max_new_tokens):
+            token = choose(logits, run.random.next())
+            out[:, step] = token
+            if callback is not None:
+                callback(Step(step, token, choose.step_logits, run.state.mode))
+            all_done, any_opened = choose.flags.tolist()  # the step's one sync
+            if all_done or step + 1 == settings.max_new_tokens:
+                break
+            logits = self._next_logits(run, token, any_opened)
+        return _result(out, choose.kept, prompts, step + 1, began)
+
+    def _generate_speculative(
+        self,
+        prompts: list[list[int]],
+        settings: DecodeSettings,
+        seeds: list[int],
+        sizes: list[tuple[int, int] | None] | None,
+        callback: Callable[[Step], None] | None,
+    ) -> DecodeResult:
+        """The decode loop with speculative Jacobi windows: while every unfinished row is inside an image grid
+        one forward commits 1..window tokens per row; otherwise a plain one-token step."""
+        began = time.perf_counter()
+        window = settings.speculative.window
+        run = self._start(prompts, settings, seeds, sizes, extra_slots=window)
+        choose, state = run.choose, run.state
+        jacobi = JacobiDecoder(self, state, settings, seeds)
+        out = torch.zeros(len(prompts), settings.max_new_tokens + window, dtype=torch.long, device=self.device)
+        token = choose(run.logits, run.random.next())
+        out[:, 0] = token
+        forwards, windows, reported = 1, 0, 0
+        row_forwards = torch.ones_like(choose.kept)  # forwards each row took part in while unfinished
+        plain = True  # the last round was a plain step (its image starts matter to the unconditional rows)
+        while True:
+            choose.done |= choose.kept >= settings.max_new_tokens
+            state.mode.masked_fill_(choose.done, Mode.DONE)
+            in_grid = (state.mode == Mode.GRID) | choose.done
+            unfinished = choose.kept.masked_fill(choose.done, settings.max_new_tokens).min()
+            reached = torch.where(choose.done.all(), choose.kept.max(), unfinished)  # by every unfinished row
+            flags = [choose.done.all(), choose.opened.any() & plain, in_grid.all(), reached]
+            all_done, any_opened, all_grid, reached = torch.stack([f.long() for f in flags]).tolist()
+            if callback is not None:
+                reported = _report(callback, out, state, reported, reached)
+            if all_done:
+                break
+            plain = not all_grid
+            row_forwards += ~choose.done
+            if plain:
+                before = choose.kept.clone()
+                token = choose(self._next_logits(run, token, bool(any_opened)), run.random.next())
+                out.scatter_(1, before.unsqueeze(-1), token.unsqueeze(-1))
+                jacobi.forget()
+            else:
+                token = jacobi.step(token, run.cache, choose.kept, choose.done, out)
+                windows += 1
+            forwards += 1
+        result = _result(out, choose.kept, prompts, forwards, began, int(row_forwards.sum()))
+        result.stats |= {"window_forwards": windows, "window": window}
+        return result
+
+    def _start(
+        self,
+        prompts: list[list[int]],
+        settings: DecodeSettings,
+        seeds: list[int],
+        sizes: list[tuple[int, int] | None] | None,
+        extra_slots: int = 0,
+    ) -> "_Run":
+        """Check the request, build the grammar state, random streams and KV cache, and prefill."""
         batch, cfg = len(prompts), settings.cfg_scale != 1.0
         sizes = sizes if sizes is not None else [None] * batch
         if len(seeds) != batch or len(sizes) != batch:
@@ -97,38 +180,22 @@ class DecodeEngine:
         if any(len(p) == 0 for p in prompts):
             raise LuminaError("a prompt is empty")
         state = self.grammar.start(prompts, sizes if settings.force_size else [None] * batch)
-        random = RowRandom(seeds, self.device)
         rows = prompts + ([self._uncond_context(p) for p in prompts] if cfg else [])
-        capacity = max(len(p) for p in prompts) + settings.max_new_tokens
+        capacity = max(len(p) for p in prompts) + settings.max_new_tokens + extra_slots
         cache = KVCache(self.model.config, len(rows), capacity, _model_dtype(self.model), self.device)
         logits = self._prefill(rows, cache)
         choose = _TokenChooser(self, state, settings, logits.shape)
-        out = torch.zeros(batch, settings.max_new_tokens, dtype=torch.long, device=self.device)
-        for step in range(settings.max_new_tokens):
-            token = choose(logits, random.next())
-            out[:, step] = token
-            if callback is not None:
-                callback(Step(step, token, choose.step_logits, state.mode))
-            all_done, any_opened = choose.flags.tolist()  # the step's one sync
-            if all_done or step + 1 == settings.max_new_tokens:
-                break
-            if cfg:
-                if any_opened:  # the unconditional row restarts from this image start token, at position 0
-                    restart = torch.cat([torch.zeros_like(choose.opened), choose.opened])
-                    cache.set_lengths(
-                        cache.lengths.masked_fill(restart, 0), cache.positions.masked_fill(restart, 0)
-                    )
-                token = torch.cat([token, token])
-            logits = self._decode(token.unsqueeze(-1), cache)[:, -1]
+        return _Run(state, RowRandom(seeds, self.device), cache, choose, cfg, logits)
 
-        tokens = [row[:n].tolist() for row, n in zip(out, choose.kept.tolist(), strict=True)]
-        stats = {
-            "prompt_tokens": sum(len(p) for p in prompts),
-            "generated_tokens": sum(len(t) for t in tokens),
-            "forward_passes": step + 1,
-            "seconds": time.perf_counter() - began,
-        }
-        return DecodeResult(tokens, stats)
+    def _next_logits(self, run: "_Run", token: torch.Tensor, any_opened: bool) -> torch.Tensor:
+        """Feed every row's newest token; its last-token logits `[rows, V]`."""
+        if run.cfg:
+            if any_opened:  # the unconditional row restarts from this image start token, at position 0
+                choose, cache = run.choose, run.cache
+                restart = torch.cat([torch.zeros_like(choose.opened), choose.opened])
+                cache.set_lengths(cache.lengths.masked_fill(restart, 0), cache.positions.masked_fill(restart, 0))
+            token = torch.cat([token, token])
+        return self._decode(token.unsqueeze(-1), run.cache)[:, -1]
 
     def _uncond_context(self, prompt: list[int]) -> list[int]:
         """The unconditional row's prompt: the open image block at the prompt's end (start token onward),
@@ -145,6 +212,49 @@ class DecodeEngine:
         hidden = self.model.model(ids, cache)
         cache.set_lengths(lengths)
         return self.model.logits(hidden[torch.arange(len(rows), device=self.device), lengths - 1])
+
+
+@dataclass
+class _Run:
+    """One generate call's decoding state after the prefill."""
+
+    state: BlockState
+    random: RowRandom
+    cache: KVCache
+    choose: "_TokenChooser"
+    cfg: bool
+    logits: torch.Tensor  # the prefill's last-token logits [rows, V]
+
+
+def _result(
+    out: torch.Tensor,
+    kept: torch.Tensor,
+    prompts: list[list[int]],
+    forwards: int,
+    began: float,
+    row_forwards: int | None = None,
+) -> DecodeResult:
+    """The new tokens of each row and the call's statistics; `row_forwards`: forwards summed over the rows
+    while each was unfinished (plain decoding: one per token)."""
+    tokens = [row[:n].tolist() for row, n in zip(out, kept.tolist(), strict=True)]
+    generated = sum(len(t) for t in tokens)
+    stats = {
+        "prompt_tokens": sum(len(p) for p in prompts),
+        "generated_tokens": generated,
+        "forward_passes": forwards,
+        "accepted_per_forward": generated / (row_forwards or generated),  # tokens per forward, per row
+        "seconds": time.perf_counter() - began,
+    }
+    return DecodeResult(tokens, stats)
+
+
+def _report(
+    callback: Callable[[Step], None], out: torch.Tensor, state: BlockState, reported: int, reached: int
+) -> int:
+    """Call back for token indices `reported..reached-1`; returns the new count reported."""
+    for index in range(reported, reached):
+        callback(Step(index, out[:, index], None, state.mode))
+    return max(reported, reached)
 
 
 class _TokenChooser:

@@ -8,6 +8,7 @@ import torch
 
 from lumina_mgpt.vq.tokenizer import ImageTokenizer, pixels_to_uint8
 from lumina_mgpt.world.detect import Detection, detect
+from lumina_mgpt.world.palette import BACKGROUND
 from lumina_mgpt.world.render import edge_map, render, segmentation_map
 from lumina_mgpt.world.scene import Scene, sample_scene
 from lumina_mgpt.world.score import map_score, scene_masks
@@ -55,6 +56,23 @@ def reconstruct(
     return np.concatenate(out), len(used)
 
 
+def code_stability(tokenizer: ImageTokenizer, images: np.ndarray, batch_size: int = 25) -> tuple[float, int]:
+    """How tidy the codes of `uint8[N, H, W, 3]` are: the fraction of codes that re-encoding the decoded
+    image gives back, and how many distinct codes the cells of pure background colour get."""
+    f, same, total, background = tokenizer.factor, 0, 0, set()
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        pixels = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1
+        codes = tokenizer.encode(pixels)
+        again = tokenizer.encode(tokenizer.decode(codes).clamp(-1, 1))
+        same, total = same + int((again == codes).sum()), total + codes.numel()
+        n, h, w = codes.shape
+        cells = torch.from_numpy(batch).view(n, h, f, w, f, 3)
+        flat = (cells == torch.tensor(BACKGROUND, dtype=torch.uint8)).all(-1).all(4).all(2)
+        background.update(codes[flat].tolist())
+    return same / total, len(background)
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
@@ -69,7 +87,8 @@ def evaluate_canvas(
     kinds: Sequence[str] = ("scene",),
 ) -> dict[str, float]:
     """Metrics on `n_scenes` held-out scenes of one canvas: `detection` (fraction whose reconstruction shows
-    the same objects), `psnr`, `codes_used`, and per map kind its mean score (mIoU / edge F1 of WORLD.md)."""
+    the same objects), `psnr`, `codes_used`, `reencode_same` and `background_codes` (see `code_stability`), and
+    per map kind its mean score (mIoU / edge F1 of WORLD.md)."""
     scenes = held_out_scenes(width, height, n_scenes, seed)
     report: dict[str, float] = {}
     for kind in kinds:
@@ -81,6 +100,7 @@ def evaluate_canvas(
             )
             report["psnr"] = psnr(originals, recon)
             report["codes_used"] = used
+            report["reencode_same"], report["background_codes"] = code_stability(tokenizer, originals)
         else:
             report[kind] = float(
                 np.mean([map_score(r, kind, scene_masks(s)) for s, r in zip(scenes, recon, strict=True)])

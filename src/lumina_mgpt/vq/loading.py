@@ -2,7 +2,9 @@
 
 - MoVQGAN (v2): the released `movqgan_{67M,102M,270M}.ckpt`, a pickled state dict (flat or under "state_dict").
 - Chameleon VQGAN (v1): a folder with `vqgan.yaml` + `vqgan.ckpt` (state dict under "state_dict").
-- Ours: a folder with `config.json` + `model.safetensors` (diffusers `VQModel` names), from `save_image_tokenizer`.
+- Ours: a folder with `config.json` + `model.safetensors`, from `save_image_tokenizer`: a diffusers `VQModel`
+  (`vqmodel` holds its keyword arguments), or, with `"architecture": "patch-palette"`, our `PatchPaletteVQ`
+  (`vqmodel` holds its keyword arguments, among them `output_palette`, the RGB colours it paints with).
 - A hub repo id `owner/name[/subfolder]` holding one of the above (HF_HUB_OFFLINE is respected).
 
 Pickles are read with `torch.load(..., weights_only=True)`: one that would build arbitrary objects is refused.
@@ -66,7 +68,10 @@ def save_image_tokenizer(tokenizer: ImageTokenizer, folder: str | os.PathLike) -
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     kwargs = {k: v for k, v in tokenizer.vq.config.items() if not k.startswith("_")}
-    config = {"format": FORMAT, "name": tokenizer.name, "rounding": tokenizer.rounding, "vqmodel": kwargs}
+    config = {"format": FORMAT, "name": tokenizer.name, "rounding": tokenizer.rounding}
+    if tokenizer.architecture != "vqmodel":
+        config["architecture"] = tokenizer.architecture
+    config["vqmodel"] = kwargs
     state = {k: v.detach().contiguous().cpu() for k, v in tokenizer.vq.state_dict().items()}
     _atomic_write(folder / WEIGHTS_FILE, lambda f: safetensors.torch.save_file(state, f))
     _atomic_write(folder / CONFIG_FILE, lambda f: Path(f).write_text(json.dumps(config, indent=2) + "\n"))
@@ -135,6 +140,7 @@ def _load_ours(folder: Path) -> ImageTokenizer:
         try:
             tokenizer = ImageTokenizer.from_config(
                 config["vqmodel"],
+                architecture=config.get("architecture", "vqmodel"),
                 rounding=config.get("rounding", "round"),
                 name=config.get("name", folder.name),
             )

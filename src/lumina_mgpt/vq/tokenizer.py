@@ -9,6 +9,8 @@ from PIL import Image
 from torch import nn
 
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.vq.patch import ARCHITECTURE as PATCH_PALETTE
+from lumina_mgpt.vq.patch import PatchPaletteVQ
 
 Rounding = Literal["round", "truncate"]
 
@@ -22,7 +24,9 @@ class ImageTokenizer(nn.Module):
     `rounding` is the release's uint8 conversion of decoded pixels: v2 (and ours) round, v1 truncates.
     """
 
-    def __init__(self, vq: VQModel, rounding: Rounding = "round", name: str = "vq") -> None:
+    def __init__(
+        self, vq: "VQModel | PatchPaletteVQ", rounding: Rounding = "round", name: str = "vq"
+    ) -> None:
         super().__init__()
         if rounding not in ("round", "truncate"):
             raise LuminaError(f"rounding must be 'round' or 'truncate', not {rounding!r}")
@@ -31,12 +35,25 @@ class ImageTokenizer(nn.Module):
         self.name = name
 
     @classmethod
-    def from_config(cls, vqmodel_kwargs: dict[str, Any], **kwargs: Any) -> "ImageTokenizer":
+    def from_config(
+        cls, vqmodel_kwargs: dict[str, Any], architecture: str = "vqmodel", **kwargs: Any
+    ) -> "ImageTokenizer":
+        """A new tokenizer: diffusers' `VQModel(**vqmodel_kwargs)`, or our `PatchPaletteVQ` ("patch-palette")."""
+        if architecture == PATCH_PALETTE:
+            return cls(PatchPaletteVQ(**vqmodel_kwargs), **kwargs)
+        if architecture != "vqmodel":
+            raise LuminaError(f"unknown tokenizer architecture {architecture!r} (vqmodel or {PATCH_PALETTE})")
         return cls(VQModel(**vqmodel_kwargs), **kwargs)
+
+    @property
+    def architecture(self) -> str:
+        return PATCH_PALETTE if isinstance(self.vq, PatchPaletteVQ) else "vqmodel"
 
     @property
     def factor(self) -> int:
         """Pixels per latent cell along each side."""
+        if isinstance(self.vq, PatchPaletteVQ):
+            return self.vq.config.patch_size
         return 2 ** (len(self.vq.config.block_out_channels) - 1)
 
     @property

@@ -2,10 +2,12 @@
 
     python -m lumina_mgpt.vq.train configs/vq/shapes.yaml --out DIR [--steps N] [--device cuda]
 
-The network is diffusers' `VQModel` with the spatial-norm (MoVQ) decoder. Codes are the nearest codebook
+The network is diffusers' `VQModel` with the spatial-norm (MoVQ) decoder (`model.architecture: vqmodel`), or
+our `PatchPaletteVQ` (`patch-palette`: patch-local encoder, decoder trained by per-pixel cross-entropy over
+the world's palette, see `lumina_mgpt.vq.patch`). Codes are the nearest codebook
 vectors; the encoder learns through a straight-through estimator with a commitment loss, and the codebook
 either by EMA of the vectors assigned to it (`ema`) or by gradient (`straight_through`). Codes unused for a
-while are restarted on random encoder outputs. Step `t` renders its batch from the seed `(seed, t)`, so a
+while are restarted on random encoder outputs (or on the worst-quantised ones). Step `t` renders its batch from the seed `(seed, t)`, so a
 run resumed from its atomic checkpoint (`DIR/checkpoint.pt`) continues exactly as if never stopped.
 Outputs: `DIR/tokenizer/` (our folder format), `DIR/log.jsonl`, `DIR/metrics.json`.
 """
@@ -29,20 +31,42 @@ from tqdm import tqdm
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.vq.evaluate import KINDS, evaluate_canvas
 from lumina_mgpt.vq.loading import load_image_tokenizer, save_image_tokenizer
+from lumina_mgpt.vq.patch import ARCHITECTURE as PATCH_PALETTE
+from lumina_mgpt.vq.patch import SHAPES_PALETTE
 from lumina_mgpt.vq.tokenizer import ImageTokenizer
 from lumina_mgpt.world.scene import sample_scene
 
 
 @dataclass
 class ModelConfig:
+    architecture: Literal["vqmodel", "patch-palette"] = "vqmodel"
+    code_dim: int = 4
+    codebook_size: int = 1024
+    # vqmodel
     block_out_channels: tuple[int, ...] = (32, 32, 64, 64)  # one level per entry: factor 2**(n - 1)
     layers_per_block: int = 1
     latent_channels: int = 4
-    code_dim: int = 4
-    codebook_size: int = 1024
     mid_attention: bool = True
+    # patch-palette (it paints with the shapes world's palette, SHAPES_PALETTE)
+    patch_size: int = 8
+    encoder_hidden: int = 256
+    decoder_channels: int = 128
+    decoder_blocks: int = 3
+    upsample_channels: int = 32
 
     def vqmodel_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the network (`VQModel` or `PatchPaletteVQ`, by `architecture`)."""
+        if self.architecture == PATCH_PALETTE:
+            return {
+                "output_palette": [list(c) for c in SHAPES_PALETTE],
+                "patch_size": self.patch_size,
+                "encoder_hidden": self.encoder_hidden,
+                "vq_embed_dim": self.code_dim,
+                "num_vq_embeddings": self.codebook_size,
+                "decoder_channels": self.decoder_channels,
+                "decoder_blocks": self.decoder_blocks,
+                "upsample_channels": self.upsample_channels,
+            }
         n = len(self.block_out_channels)
         return {
             "down_block_types": ("DownEncoderBlock2D",) * n,
@@ -64,6 +88,7 @@ class QuantizerConfig:
     ema_decay: float = 0.99
     dead_usage: float = 0.05  # a code whose EMA count per step falls below this is restarted
     restart_every: int = 100
+    restart_on: Literal["random", "worst"] = "random"  # restart on random or on the worst-quantised vectors
 
 
 @dataclass
@@ -83,7 +108,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     l2_weight: float = 0.0  # pixel loss = L1 + l2_weight * MSE
-    edge_weight: float = 0.0  # L1 weight of pixels near a colour change is 1 + edge_weight
+    edge_weight: float = 0.0  # loss weight of pixels near a colour change is 1 + edge_weight
 
 
 @dataclass
@@ -129,6 +154,10 @@ class TrainConfig:
             raise LuminaError(f"{source}: unknown image kind(s) {bad} in data.mix (known: {sorted(KINDS)})")
         if config.quantizer.kind not in ("ema", "straight_through"):
             raise LuminaError(f"{source}: quantizer.kind must be 'ema' or 'straight_through'")
+        if config.quantizer.restart_on not in ("random", "worst"):
+            raise LuminaError(f"{source}: quantizer.restart_on must be 'random' or 'worst'")
+        if config.model.architecture not in ("vqmodel", PATCH_PALETTE):
+            raise LuminaError(f"{source}: model.architecture must be 'vqmodel' or '{PATCH_PALETTE}'")
         return config
 
     @classmethod
@@ -198,12 +227,18 @@ class Codebook:
             self.weight.copy_(self.sums / smoothed[:, None])
 
     @torch.no_grad()
-    def restart_dead(self, vectors: torch.Tensor, generator: torch.Generator) -> int:
+    def restart_dead(
+        self, vectors: torch.Tensor, generator: torch.Generator, errors: torch.Tensor | None = None
+    ) -> int:
+        """Move dead codes onto random `vectors`, or, given their quantisation `errors`, the worst ones."""
         dead = (self.counts < self.config.dead_usage).nonzero().flatten()
         if len(dead):
-            picks = torch.randint(len(vectors), (len(dead),), generator=generator, device="cpu").to(
-                vectors.device
-            )
+            if errors is None:
+                picks = torch.randint(len(vectors), (len(dead),), generator=generator, device="cpu")
+                picks = picks.to(vectors.device)
+            else:
+                picks = errors.topk(min(len(dead), len(errors))).indices
+                dead = dead[: len(picks)]
             self.weight[dead] = vectors[picks]
             self.counts[dead] = 1.0
             self.sums[dead] = vectors[picks]
@@ -214,15 +249,28 @@ class Codebook:
         return float(torch.exp(-(p * torch.log(p + 1e-12)).sum()))
 
 
+def edge_weights(target: torch.Tensor, edge_weight: float) -> torch.Tensor:
+    """`[B, 1, H, W]`: `1 + edge_weight` for pixels within 2 px of a colour change of `target`, else 1."""
+    spread = F.max_pool2d(target, 3, 1, 1) + F.max_pool2d(-target, 3, 1, 1)  # local max - local min
+    near_edge = F.max_pool2d((spread.amax(1, keepdim=True) > 0).float(), 3, 1, 1)
+    return 1 + edge_weight * near_edge
+
+
 def pixel_loss(recon: torch.Tensor, target: torch.Tensor, optim: OptimConfig) -> torch.Tensor:
     """L1, with pixels within 2 px of a colour change weighted `1 + edge_weight`, plus `l2_weight` * MSE."""
     error = (recon - target).abs()
     if optim.edge_weight:
-        spread = F.max_pool2d(target, 3, 1, 1) + F.max_pool2d(-target, 3, 1, 1)  # local max - local min
-        near_edge = F.max_pool2d((spread.amax(1, keepdim=True) > 0).float(), 3, 1, 1)
-        error = error * (1 + optim.edge_weight * near_edge)
+        error = error * edge_weights(target, optim.edge_weight)
     loss = error.mean()
     return loss + optim.l2_weight * F.mse_loss(recon, target) if optim.l2_weight else loss
+
+
+def palette_loss(logits: torch.Tensor, target: torch.Tensor, palette_index: torch.Tensor, optim: OptimConfig):
+    """Cross-entropy of the per-pixel palette logits, pixels near a colour change weighted `1 + edge_weight`."""
+    loss = F.cross_entropy(logits, palette_index, reduction="none")
+    if optim.edge_weight:
+        loss = loss * edge_weights(target, optim.edge_weight)[:, 0]
+    return loss.mean()
 
 
 def learning_rate(step: int, optim: OptimConfig) -> float:
@@ -270,7 +318,10 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
     device = _device(config.run.device)
     with torch.random.fork_rng(devices=[]):  # a seeded initialisation that leaves the caller's RNG alone
         torch.manual_seed(config.run.seed)
-        tokenizer = ImageTokenizer.from_config(config.model.vqmodel_kwargs(), name="shapes-vq").to(device)
+        tokenizer = ImageTokenizer.from_config(
+            config.model.vqmodel_kwargs(), architecture=config.model.architecture, name="shapes-vq"
+        ).to(device)
+    painted = config.model.architecture == PATCH_PALETTE
     vq = tokenizer.vq
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     vq.to(memory_format=memory_format)
@@ -333,9 +384,17 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
         commitment = F.mse_loss(latents, chosen.detach())
         quantised = latents + (chosen - latents).detach()
         with autocast:
-            recon = vq.decode(quantised, force_not_quantize=True).sample.float()
-        l1 = F.l1_loss(recon.detach(), pixels)
-        loss = pixel_loss(recon, pixels, config.optim) + config.quantizer.commitment * commitment
+            if painted:
+                logits = vq.logits(quantised).float()
+            else:
+                recon = vq.decode(quantised, force_not_quantize=True).sample.float()
+        if painted:
+            l1 = F.l1_loss(vq.paint(logits.detach()), pixels)
+            reconstruction = palette_loss(logits, pixels, vq.palette_index(pixels), config.optim)
+        else:
+            l1 = F.l1_loss(recon.detach(), pixels)
+            reconstruction = pixel_loss(recon, pixels, config.optim)
+        loss = reconstruction + config.quantizer.commitment * commitment
         if config.quantizer.kind == "straight_through":
             loss = loss + F.mse_loss(chosen, latents.detach())
         optimizer.zero_grad(set_to_none=True)
@@ -345,7 +404,10 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
         codebook.update(vectors, codes.flatten())
         restarted = 0
         if (step + 1) % config.quantizer.restart_every == 0:
-            restarted = codebook.restart_dead(vectors, generator)
+            errors = None
+            if config.quantizer.restart_on == "worst":
+                errors = (latents.detach() - chosen.detach()).square().sum(1).flatten()
+            restarted = codebook.restart_dead(vectors, generator, errors)
         done = step + 1
         progress.update(1)
         if done % config.run.log_every == 0 or done == config.optim.steps:
