@@ -198,7 +198,7 @@ BAD_REQUESTS = [  # path, body, status, param, words of the message
     (GENERATIONS, PROMPT | {"top_p": 0}, 400, "top_p", "greater than 0"),
     (GENERATIONS, PROMPT | {"top_k": 2**70}, 400, "top_k", "less than or equal to"),
     (GENERATIONS, PROMPT | {"temperature": -1}, 400, "temperature", "greater than or equal to 0"),
-    (GENERATIONS, PROMPT | {"speculative": True}, 400, "speculative", "not available in this engine"),
+    (GENERATIONS, PROMPT | {"speculative": "fastest"}, 400, "speculative", "Input should be"),
     (GENERATIONS, PROMPT | {"model": "dall-e-3"}, 404, "model", "not served here"),
     (GENERATIONS, ["a list"], 400, None, "must be a JSON object"),
     (CHAT, {"messages": []}, 400, "messages", "at least 1 item"),
@@ -231,6 +231,14 @@ BAD_REQUESTS = [  # path, body, status, param, words of the message
     (CHAT, ask("x", size="33x32"), 400, "size", "multiples of 32"),
     (CHAT, ask("x", max_tokens=10**6), 400, "max_tokens", "at most"),
 ]
+
+
+def test_speculative_generations_are_the_pipelines_speculative_images(client, pipe):
+    body = {"prompt": "a red star", "n": 1, "size": "64x32", "seed": 5, "speculative": "exact"}
+    reply = client.post(GENERATIONS, json=body)
+    assert reply.status_code == 200, reply.text
+    expected = pipe("a red star", 64, 32, 1, seed=5, speculative="exact", progress=False)
+    assert np.array_equal(png(reply.json()["data"][0]["b64_json"]), np.asarray(expected.images[0]))
 
 
 @pytest.mark.parametrize(("path", "body", "status", "param", "words"), BAD_REQUESTS)

@@ -4,6 +4,8 @@
     out = pipe("a photo of a red star", width=128, height=128, num_images_per_prompt=4, seed=0)
     out.images[0].save("star.png")
     reply = pipe.chat([{"role": "user", "content": "Describe the image. <|image|>", "images": [img]}])
+    fast = pipe("a red star", speculative="exact", window=16)  # speculative Jacobi decoding, same law
+    best = pipe("a red star", best_of=4)                        # 4 candidates, the self-verifier's pick
 
 A folder holds the transformer as published (HF Chameleon: `config.json`, safetensors) with `tokenizer.json`
 at its root and the image tokenizer in `vq/`; v1 and v2 release folders carry neither, so pass their locations
@@ -22,10 +24,13 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.best_of import SelfVerifier, Verifier, select_best
 from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings, Step
 from lumina_mgpt.generate.presets import Preset, preset_for
 from lumina_mgpt.generate.sampling import SamplingSettings, row_seeds
+from lumina_mgpt.generate.speculative import SpeculativeSettings, speculative_settings
 from lumina_mgpt.model import ChameleonTransformer, load_transformer, resolve_folder
+from lumina_mgpt.model.quantize import quantize_weights
 from lumina_mgpt.text import IMAGE_PLACEHOLDER, TextTokenizer, serialize, split_response
 from lumina_mgpt.unirep import (
     block_length,
@@ -41,14 +46,16 @@ from lumina_mgpt.vq import ImageTokenizer, fit_to_bucket, load_image_tokenizer
 DEFAULT_MODEL = Path(__file__).parent / "models" / "shapes"
 ImageInput = Image.Image | np.ndarray
 Seed = int | torch.Generator | list[int] | list[torch.Generator] | None
+Speculative = bool | str | SpeculativeSettings | None  # None/False/"off", True/"exact", "reference"
 
 
 @dataclass
 class GenerationOutput:
     images: list[Image.Image]
     tokens: list[torch.Tensor]  # the Uni-Rep block of each image
-    stats: dict[str, float]  # prompt_tokens, generated_tokens, forward_passes, seconds
+    stats: dict[str, float]  # prompt_tokens, generated_tokens, forward_passes, accepted_per_forward, seconds
     settings: dict[str, object]  # the sampling settings used
+    scores: list[float] | None = None  # best-of-N: the verifier's score of each kept image
 
 
 @dataclass
@@ -106,12 +113,14 @@ class LuminaMGPTPipeline:
         text_tokenizer: str | os.PathLike | None = None,
         image_tokenizer: str | os.PathLike | ImageTokenizer | None = None,
         compile: bool = False,
+        quantize: str | None = None,
     ) -> "LuminaMGPTPipeline":
         """Load a model folder or hub repo id (default: the shipped shapes-world model).
 
         The text tokenizer defaults to the folder's `tokenizer.json` / `text_tokenizer.json`, the image tokenizer
         to its `vq/` subfolder; the family (v1, v2, ours) is read from the tokenizer's image-token names.
         `compile`: compile the decode step with `torch.compile` (worth it on GPUs; the first call is slow).
+        `quantize`: "int8" or "int4" weight-only decoder linears (torchao; int4 needs CUDA and bfloat16).
         """
         folder = model_folder(path_or_repo_id)
         text_file = tokenizer_file(folder, text_tokenizer)
@@ -127,6 +136,8 @@ class LuminaMGPTPipeline:
         if not isinstance(image_tokenizer, ImageTokenizer):
             image_tokenizer = load_image_tokenizer(image_tokenizer, device=device)
         transformer = load_transformer(folder, dtype=dtype, device=device)
+        if quantize is not None:
+            quantize_weights(transformer, quantize)
         layout = TokenLayout.from_tokenizer(text_file, kind)
         preset = preset_for(kind, folder)
         return cls(transformer, tokenizer, image_tokenizer.to(device).eval(), layout, preset, compile)
@@ -150,6 +161,10 @@ class LuminaMGPTPipeline:
         progress: bool = True,
         preview_rows: int = 0,
         on_preview: Callable[[list[Image.Image]], None] | None = None,
+        speculative: Speculative = None,
+        window: int | None = None,
+        best_of: int = 1,
+        verifier: Verifier | None = None,
     ) -> GenerationOutput:
         """Generate `num_images_per_prompt` images of `width x height` for each description.
 
@@ -157,10 +172,37 @@ class LuminaMGPTPipeline:
         own generator seeded `seed + k`, so a batch gives the same images as generating each alone.
         `cfg_scale`/`temperature`/`top_k`/`top_p` default to the model family's preset. With `on_preview`,
         partial images (finished latent rows, grey below) are passed every `preview_rows` latent rows.
+        `speculative`: decode image grids by speculative Jacobi decoding ("exact" or True: the same law as plain
+        sampling; "reference": Lumina-mGPT 2.0's rule), `window` tokens per forward (default 16).
+        `best_of` > 1 draws that many candidates per image and keeps the one `verifier` (default: the model's
+        own `SelfVerifier`) scores highest; candidate c of image k uses seed `seed + k * best_of + c`.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts or num_images_per_prompt < 1:
             raise LuminaError("give at least one prompt and num_images_per_prompt >= 1")
+        if best_of != 1:
+            return select_best(
+                lambda n: self(
+                    prompts,
+                    width,
+                    height,
+                    n,
+                    cfg_scale,
+                    temperature,
+                    top_k,
+                    top_p,
+                    seed,
+                    force_size=force_size,
+                    callback=callback,
+                    progress=progress,
+                    speculative=speculative,
+                    window=window,
+                ),
+                prompts,
+                num_images_per_prompt,
+                best_of,
+                verifier or SelfVerifier(self),
+            )
         width, height = self._canvas(width, height)
         start = [self.layout.image_start_id]
         ids = [
@@ -179,6 +221,7 @@ class LuminaMGPTPipeline:
             force_size=force_size,
             max_new_tokens=budget,
             stop_at_image_end=True,
+            speculative=speculative_settings(speculative, window),
         )
         watch = _Progress(budget, progress, callback)
         if on_preview is not None and preview_rows > 0 and force_size:
@@ -211,13 +254,15 @@ class LuminaMGPTPipeline:
         max_new_tokens: int | None = None,
         callback: Callable[[Step], None] | None = None,
         progress: bool = False,
+        speculative: Speculative = None,
+        window: int | None = None,
     ) -> ChatOutput:
         """Answer a conversation of `{"role", "content", "images"}` dicts (see `prepare_chat`).
 
         Image and text tokens sample with their own settings (the preset's chat defaults unless given). The
         reply stops at the turn separator (or the family's stop token) or after `max_new_tokens` (default:
         room for four images); an image cut off by the limit is dropped and counted in
-        `stats["unfinished_images"]`.
+        `stats["unfinished_images"]`. `speculative`/`window`: as for text-to-image (image grids only).
         """
         request = self.prepare_chat(messages, width, height, image_prefix)
         room = self.transformer.config.max_position_embeddings - len(request.ids)
@@ -230,6 +275,7 @@ class LuminaMGPTPipeline:
             cfg_scale=self.preset.chat_cfg if cfg_scale is None else cfg_scale,
             force_size=force_size,
             max_new_tokens=budget,
+            speculative=speculative_settings(speculative, window),
         )
         with _Progress(budget, progress, callback) as watch:
             result = self.engine.generate(
@@ -489,6 +535,7 @@ def _describe(settings: DecodeSettings) -> dict[str, object]:
         "max_new_tokens": settings.max_new_tokens,
         "image": asdict(settings.image),
         "text": asdict(settings.text),
+        "speculative": None if settings.speculative is None else asdict(settings.speculative),
     }
 
 

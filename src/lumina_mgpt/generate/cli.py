@@ -15,8 +15,10 @@ import typer
 from PIL import Image, UnidentifiedImageError
 
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.speculative import speculative_settings
 from lumina_mgpt.generate.tasks import TASKS, task_message
 from lumina_mgpt.model import ChameleonConfig
+from lumina_mgpt.model.quantize import QUANT_MODES
 
 DEFAULT_OUT = Path("out")
 
@@ -58,12 +60,28 @@ def generate(
     ] = None,
     device: Annotated[str | None, typer.Option(help="torch device, e.g. cuda.")] = None,
     compile: Annotated[bool, typer.Option(help="Compile the decode step (GPU; slow first call).")] = False,
+    speculative: Annotated[
+        str | None,
+        typer.Option(help="Speculative Jacobi decoding: exact (same law as plain) or reference (v2's rule)."),
+    ] = None,
+    window: Annotated[int, typer.Option(help="Tokens per forward of speculative decoding.")] = 16,
+    best_of: Annotated[
+        int, typer.Option(help="Draw N candidates per image, keep the model's own favourite.")
+    ] = 1,
+    quantize: Annotated[
+        str | None, typer.Option(help="Weight-only int8 or int4 decoder linears (int4: CUDA, bfloat16).")
+    ] = None,
 ) -> None:
     """Draw images from a text prompt."""
     width, height = _parse_size(size) if size else (None, None)
     if width is not None:
         _precheck_size(width, height, model, text_tokenizer)
-    pipe = _load(model, text_tokenizer, image_tokenizer, device, compile)
+    spec = speculative_settings(speculative, window) if speculative else None  # refuse bad values early
+    if quantize is not None and quantize not in QUANT_MODES:
+        raise LuminaError(f"--quantize must be one of {', '.join(QUANT_MODES)}, got {quantize!r}")
+    if best_of < 1:
+        raise LuminaError(f"--best-of must be >= 1, got {best_of}")
+    pipe = _load(model, text_tokenizer, image_tokenizer, device, compile, quantize)
     result = pipe(
         prompt,
         width,
@@ -76,6 +94,8 @@ def generate(
         seed,
         force_size=not sample_size,
         progress=sys.stderr.isatty(),
+        speculative=spec,
+        best_of=best_of,
     )
     files = _save_images(result.images, out, "image")
     size_used = f"{result.images[0].width}x{result.images[0].height}"
@@ -88,6 +108,9 @@ def generate(
             "num_images": num_images,
             "seed": seed,
             "sampling": result.settings,
+            "best_of": best_of,
+            "scores": result.scores,
+            "quantize": quantize,
             "stats": result.stats,
             "files": files,
             **_model_info(pipe, model),
@@ -196,11 +219,17 @@ def _load(
     image_tokenizer: str | None,
     device: str | None,
     compile: bool,
+    quantize: str | None = None,
 ):
     from lumina_mgpt.pipeline import LuminaMGPTPipeline  # heavy imports only once the arguments are fine
 
     return LuminaMGPTPipeline.from_pretrained(
-        model, device=device, text_tokenizer=text_tokenizer, image_tokenizer=image_tokenizer, compile=compile
+        model,
+        device=device,
+        text_tokenizer=text_tokenizer,
+        image_tokenizer=image_tokenizer,
+        compile=compile,
+        quantize=quantize,
     )
 
 

@@ -131,7 +131,9 @@ class DecodeEngine:
         run = self._start(prompts, settings, seeds, sizes, extra_slots=window)
         choose, state = run.choose, run.state
         jacobi = JacobiDecoder(self, state, settings, seeds)
-        out = torch.zeros(len(prompts), settings.max_new_tokens + window, dtype=torch.long, device=self.device)
+        out = torch.zeros(
+            len(prompts), settings.max_new_tokens + window, dtype=torch.long, device=self.device
+        )
         token = choose(run.logits, run.random.next())
         out[:, 0] = token
         forwards, windows, reported = 1, 0, 0
@@ -193,7 +195,9 @@ class DecodeEngine:
             if any_opened:  # the unconditional row restarts from this image start token, at position 0
                 choose, cache = run.choose, run.cache
                 restart = torch.cat([torch.zeros_like(choose.opened), choose.opened])
-                cache.set_lengths(cache.lengths.masked_fill(restart, 0), cache.positions.masked_fill(restart, 0))
+                cache.set_lengths(
+                    cache.lengths.masked_fill(restart, 0), cache.positions.masked_fill(restart, 0)
+                )
             token = torch.cat([token, token])
         return self._decode(token.unsqueeze(-1), run.cache)[:, -1]
 

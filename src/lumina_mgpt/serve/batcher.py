@@ -160,7 +160,7 @@ class Batcher:
         prompts = [job.prompt for job in jobs for _ in range(job.n)]
         seeds = [job.seed + k for job in jobs for k in range(job.n)]
         watch = _Watch(jobs, block_length(width, height, layout) - 1, height // layout.latent_factor)
-        extra: dict = {"speculative": True} if settings.speculative else {}
+        extra: dict = {"speculative": settings.speculative} if settings.speculative else {}
         if any(job.stream for job in jobs):
             extra |= dict(preview_rows=1, on_preview=watch.preview)
         out = self.pipe(

@@ -7,7 +7,6 @@ talks back through `emit` (thread-safe); the request's coroutine reads `events()
 
 import asyncio
 import contextlib
-import inspect
 import re
 import secrets
 import threading
@@ -57,7 +56,7 @@ class ImageSettings:
     temperature: float
     top_k: int
     top_p: float
-    speculative: bool = False
+    speculative: str | None = None  # "exact" or "reference" speculative Jacobi decoding; None: plain
 
 
 @dataclass
@@ -155,11 +154,6 @@ class ChatJob(Job):
         self.messages, self.options, self.seed = messages, options, seed  # options: keyword arguments of chat
 
 
-def speculative_supported(pipe: LuminaMGPTPipeline) -> bool:
-    """Whether the pipeline's text-to-image call takes `speculative=` (the engine has no such mode yet)."""
-    return "speculative" in inspect.signature(pipe.__call__).parameters
-
-
 def image_job(
     pipe: LuminaMGPTPipeline, limits: Limits, body: ImageGenerationRequest, model_id: str
 ) -> ImageJob:
@@ -172,7 +166,7 @@ def image_job(
             "response_format",
             "unsupported_response_format",
         )
-    speculative = _speculative(body.speculative, pipe)
+    speculative = _speculative(body.speculative)
     if body.n > limits.max_images:
         raise APIError(
             400, f"n is {body.n}; this server makes at most {limits.max_images} images per request", "n"
@@ -206,7 +200,6 @@ async def chat_job(
 ) -> ChatJob:
     """A validated chat job: image parts become `<|image|>` placeholders and images (decoded in a thread)."""
     _check_model(body.model, model_id)
-    _speculative(body.speculative, pipe)
     width = height = None
     if body.size is not None and body.size != "auto":
         width, height = parse_size(body.size, pipe.preset.canvas, limits)
@@ -235,6 +228,7 @@ async def chat_job(
         text_top_k=body.top_k,
         text_top_p=body.top_p,
         max_new_tokens=max_new_tokens,
+        speculative=_speculative(body.speculative),
     )
     return ChatJob(messages, options, seed, body.stream)
 
@@ -301,16 +295,9 @@ def _check_model(requested: str | None, model_id: str) -> None:
         )
 
 
-def _speculative(value: bool | str | None, pipe: LuminaMGPTPipeline) -> bool:
-    wanted = value is True
-    if wanted and not speculative_supported(pipe):
-        raise APIError(
-            400,
-            "speculative decoding is not available in this engine yet; send false, 'off' or null",
-            "speculative",
-            "unsupported_parameter",
-        )
-    return wanted
+def _speculative(value: bool | str | None) -> str | None:
+    """The engine's speculative mode of a request's `speculative` field (true means "exact")."""
+    return "exact" if value is True else value if value in ("exact", "reference") else None
 
 
 def _check_text(text: str, limits: Limits, param: str) -> None:

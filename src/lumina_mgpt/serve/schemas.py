@@ -33,7 +33,7 @@ class ImageGenerationRequest(_Body):
     temperature: float | None = Field(None, ge=0, le=100)
     top_k: int | None = Field(None, ge=0, le=MAX_TOP_K)
     top_p: float | None = Field(None, gt=0, le=1)
-    speculative: bool | Literal["off"] | None = None
+    speculative: bool | Literal["off", "exact", "reference"] | None = None
 
 
 class TextPart(_Body):
@@ -80,4 +80,4 @@ class ChatCompletionRequest(_Body):
     image_temperature: float | None = Field(None, ge=0, le=100)
     image_top_k: int | None = Field(None, ge=0, le=MAX_TOP_K)
     image_top_p: float | None = Field(None, gt=0, le=1)
-    speculative: bool | Literal["off"] | None = None
+    speculative: bool | Literal["off", "exact", "reference"] | None = None

@@ -15,7 +15,7 @@ from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.pipeline import LuminaMGPTPipeline
 from lumina_mgpt.serve.app import reply_parts, validation_error
 from lumina_mgpt.serve.batcher import Batcher
-from lumina_mgpt.serve.jobs import APIError, chat_job, image_job, speculative_supported
+from lumina_mgpt.serve.jobs import APIError, chat_job, image_job
 from lumina_mgpt.serve.limits import Limits
 from lumina_mgpt.serve.media import png_data_url
 from lumina_mgpt.serve.schemas import ChatCompletionRequest, ImageGenerationRequest
@@ -50,7 +50,6 @@ def size_presets(pipe: LuminaMGPTPipeline, limits: Limits) -> list[str]:
 
 def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
     pipe, limits, preset = batcher.pipe, batcher.limits, batcher.pipe.preset
-    speculative_ok = speculative_supported(pipe)
     sizes = size_presets(pipe, limits)
 
     async def generate(
@@ -167,12 +166,7 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
                         0.0, 2.0, value=preset.t2i_image.temperature, step=0.05, label="Temperature"
                     )
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (image k uses seed + k)")
-                    speculative = gr.Checkbox(
-                        False,
-                        label="Speculative decoding",
-                        interactive=speculative_ok,
-                        info=None if speculative_ok else "not available in this engine yet",
-                    )
+                    speculative = gr.Checkbox(False, label="Speculative decoding (exact)")
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column(scale=3):
                     gallery = gr.Gallery(label="Images", columns=2, format="png", elem_id="gallery")

@@ -1,0 +1,360 @@
+"""Speculative Jacobi decoding of image grids: several grid tokens per forward, each still drawn from the
+distribution plain sampling would draw it from.
+
+Inside an image grid the engine feeds a window `[last, d_0 … d_{n-2}]`: the newest token (not yet cached) and
+drafts for the next n − 1 positions. One forward gives the target distribution p_i of each of the next n
+positions (after guidance, temperature, top-k/top-p and the grammar). Drafts are checked left to right, the
+first failure is replaced by a correctly drawn token, and the KV slots of the rejected drafts are rolled back
+per row (an image's conditional and unconditional rows move together). End-of-line and image-end positions
+inside the window are forced, so their drafts always pass. The forward also predicts positions whose earlier
+drafts were wrong: those predictions are the next window's drafts (Jacobi recycling); positions never
+predicted start from a uniform random code, or the code one grid row above (`draft_init="above"`).
+
+Modes (`SpeculativeSettings`):
+- `exact`, `coupling=True` (default): position a of a row has its own Gumbel noise `G[a]` over the codes, a
+  pure function of the row's seed and a. The token at a is `argmax(log p_a + G[a])`: an exact sample of p_a,
+  because nothing before a has seen `G[a]`. A draft passes iff it equals that token, and drafts are the last
+  forward's argmaxes. As p settles from forward to forward the argmaxes stop changing (Gumbel-max coupling, the
+  idea of MC-SJD), so acceptance grows along the window. The tokens equal those of a one-token-at-a-time
+  sampler with the same noise: drafts only decide how soon a token is known.
+- `exact`, `coupling=False`: SJD with the speculative-sampling rule. Drafts are draws y ~ q (the last forward's
+  p at that position, uniform codes, or a one-hot q for a copied code); draft x passes with probability
+  min(1, p(x)/q(x)); the first rejection is replaced by a draw from norm(max(0, p − q)); the bonus token is
+  kept when all pass.
+- `reference`: Lumina-mGPT 2.0's SJD, to reproduce its images: a top-nσ filter after top-k, one-hot q for
+  random drafts, acceptance against max(q, 1e-7), and on rejection a draw from p itself (from the clipped
+  residual max(0, p − min(q, 0.99)) only when it holds all the mass), the filters re-applied. Not exact: it
+  favours drafts.
+
+Random numbers are a counter-based hash of (row seed, purpose, counters), computed on the device: a row's
+tokens do not depend on the other rows of its batch when the rows enter their grids together (text-to-image).
+The reference mode keeps this engine's unconditional context (the image block alone; v2's unconditional row
+also sees the turn separator before it) and windows (from the first grid token up to the image end).
+"""
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.constraints import BlockState, Mode
+from lumina_mgpt.generate.sampling import SamplingSettings
+
+if TYPE_CHECKING:
+    from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings
+    from lumina_mgpt.model import KVCache
+
+MODES = ("exact", "reference")
+DRAFT_INITS = ("random", "above")
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class SpeculativeSettings:
+    """How image grids are decoded speculatively (see the module docstring)."""
+
+    mode: str = "exact"  # "exact" (same law as plain sampling) or "reference" (Lumina-mGPT 2.0's rule)
+    window: int = 16  # tokens per forward: the newest token plus window - 1 drafts
+    coupling: bool = True  # exact mode: Gumbel-coupled drafts; False: independent SJD drafts
+    draft_init: str = "random"  # positions not yet predicted: "random" codes or the code one grid row "above"
+    nsigma: float = 1.0  # reference mode's top-nσ filter (0 = off)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise LuminaError(f"speculative mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.window < 1:
+            raise LuminaError(f"the speculative window must be >= 1 token, got {self.window}")
+        if self.draft_init not in DRAFT_INITS:
+            raise LuminaError(f"draft_init must be one of {', '.join(DRAFT_INITS)}, got {self.draft_init!r}")
+        if not self.nsigma >= 0:
+            raise LuminaError(f"nsigma must be >= 0 (0 = off), got {self.nsigma}")
+
+
+def speculative_settings(
+    value: "bool | str | SpeculativeSettings | None", window: int | None = None
+) -> SpeculativeSettings | None:
+    """Settings from a user option: None/False/"off" = plain decoding, True = "exact", a mode name, or
+    settings as they are; `window` overrides the window size."""
+    if isinstance(value, SpeculativeSettings):
+        settings = value
+    elif value is None or value is False or value == "off":
+        return None
+    elif value is True:
+        settings = SpeculativeSettings()
+    elif isinstance(value, str):
+        settings = SpeculativeSettings(mode=value)
+    else:
+        raise LuminaError(
+            f"speculative must be a mode name ({', '.join(MODES)}), a bool or None, got {value!r}"
+        )
+    if window is not None:
+        settings = SpeculativeSettings(**{**settings.__dict__, "window": window})
+    return settings
+
+
+# ------------------------------------------------------------------------------------------ random numbers
+
+_MASK32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9
+_ACCEPT, _SAMPLE, _RESAMPLE, _INIT, _GUMBEL = range(1, 6)  # purposes: independent streams
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2**32 for int64 x in [0, 2**32), without overflowing int64."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _MASK32
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (Wellons' lowbias32) of int64 values in [0, 2**32)."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+class CounterNoise:
+    """Random numbers as a pure function of (row seed, keys): per row, reproducible, made on the device."""
+
+    def __init__(self, seeds: list[int], device: torch.device | str) -> None:
+        """`seeds`: any Python ints (taken modulo 2**64)."""
+        low = torch.tensor([s & _MASK32 for s in seeds], device=device)
+        high = torch.tensor([(s >> 32) & _MASK32 for s in seeds], device=device)
+        self.rows = _mix32(low ^ _mix32((high + _GOLDEN) & _MASK32))
+        self._code_keys: torch.Tensor | None = None
+
+    def bits(self, *keys: torch.Tensor | int) -> torch.Tensor:
+        """32 random bits (int64) per row and key combination; keys broadcast against `[rows, ...]`."""
+        dims = max((k.dim() for k in keys if isinstance(k, torch.Tensor)), default=1)
+        h = self.rows.view(-1, *[1] * (dims - 1))
+        for key in keys:
+            h = _mix32(h ^ _mix32((torch.as_tensor(key, device=h.device) + _GOLDEN) & _MASK32))
+        return h
+
+    def uniform(self, *keys: torch.Tensor | int) -> torch.Tensor:
+        """Uniforms in (0, 1), float64."""
+        return (self.bits(*keys).double() + 0.5) / 2**32
+
+    def gumbel(self, positions: torch.Tensor, codebook: int) -> torch.Tensor:
+        """Gumbel noise `[rows, n, codebook]` for the token positions `[rows, n]` (float64): each position of a
+        row has its own fixed noise over the codes."""
+        if self._code_keys is None or len(self._code_keys) != codebook:
+            codes = torch.arange(codebook, device=self.rows.device)
+            self._code_keys = _mix32((codes + _GOLDEN) & _MASK32)
+        h = _mix32(self.bits(_GUMBEL, positions).unsqueeze(-1) ^ self._code_keys)
+        return -torch.log(-torch.log((h.double() + 0.5) / 2**32))
+
+
+# ------------------------------------------------------------------------------------ target distributions
+
+
+def target_logprobs(logits: torch.Tensor, image: SamplingSettings, nsigma: float = 0.0) -> torch.Tensor:
+    """Log-probabilities `[..., C]` that plain sampling draws image codes from (temperature, top-k, top-p, by
+    `sample_tokens`' rules), after the reference's top-nσ filter when `nsigma` > 0; -inf outside the support.
+    Codes tied with the k-th largest logit are all kept (as the releases do; `sample_tokens` keeps k of them)."""
+    if image.temperature == 0:  # greedy: all mass on the best code
+        best = logits.argmax(-1, keepdim=True)
+        return torch.full_like(logits, NEG_INF).scatter_(-1, best, 0.0)
+    x = logits / image.temperature
+    if 0 < image.top_k < x.shape[-1]:
+        x = x.masked_fill(x < x.topk(image.top_k, dim=-1).values[..., -1:], NEG_INF)
+    if nsigma > 0:
+        x = top_nsigma(x, nsigma)
+    if image.top_p < 1.0:
+        probs, order = x.softmax(-1).sort(-1, descending=True)
+        drop = (probs.cumsum(-1) - probs) >= image.top_p  # the most likely code always stays
+        x = x.masked_fill(torch.zeros_like(drop).scatter_(-1, order, drop), NEG_INF)
+    return x.log_softmax(-1)
+
+
+def top_nsigma(x: torch.Tensor, n: float) -> torch.Tensor:
+    """Keep the values within n population standard deviations (over the finite values) of the largest."""
+    finite = x.isfinite()
+    count = finite.sum(-1, keepdim=True)
+    mean = x.where(finite, 0.0).sum(-1, keepdim=True) / count
+    std = (((x - mean).where(finite, 0.0) ** 2).sum(-1, keepdim=True) / count).sqrt()
+    return x.masked_fill(x < x.amax(-1, keepdim=True) - n * std, NEG_INF)
+
+
+def _draw(weights: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draws from non-negative weights `[..., C]` (any positive total) with uniforms `[...]`."""
+    cdf = weights.double().cumsum(-1)
+    target = (uniform * cdf[..., -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=weights.shape[-1] - 1)
+
+
+def _code_rows(weight: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """The lm_head rows of the image codes: a view when the codes are consecutive ids (v1, v2, ours)."""
+    first = int(codes[0])
+    if torch.equal(codes, torch.arange(first, first + len(codes), device=codes.device)):
+        return weight[first : first + len(codes)]
+    return weight.index_select(0, codes)
+
+
+# ---------------------------------------------------------------------------------------------- windows
+
+
+class JacobiDecoder:
+    """The speculative windows of one generate call; the engine runs the loop and calls `step` whenever
+    every unfinished row is inside an image grid."""
+
+    def __init__(
+        self, engine: "DecodeEngine", state: BlockState, settings: "DecodeSettings", seeds: list[int]
+    ) -> None:
+        spec, layout, device = settings.speculative, engine.layout, engine.device
+        self.spec, self.state, self.image = spec, state, settings.image
+        self.hidden = engine._hidden  # the (maybe compiled) transformer body
+        self.cfg_scale = settings.cfg_scale
+        self.max_new_tokens, self.stop_at_image_end = settings.max_new_tokens, settings.stop_at_image_end
+        self.stop_ids, self.eol, self.end = engine.stop_ids, layout.eol_id, layout.image_end_id
+        self.codes = layout.image_token_ids.to(device)
+        self.code_of = layout.code_of_id.to(device)
+        self.head = _code_rows(engine.model.lm_head.weight, self.codes)
+        self.noise = CounterNoise(seeds, device)
+        codebook = len(self.codes)
+        self.exact = spec.mode == "exact"
+        self.coupled = self.exact and spec.coupling
+        self.nsigma = 0.0 if self.exact else spec.nsigma
+        self.offsets = torch.arange(spec.window, device=device)
+        batch = len(seeds)
+        self.drafts = torch.zeros(batch, spec.window - 1, dtype=torch.long, device=device)  # code indices
+        self.q = None if self.coupled else torch.zeros(batch, spec.window - 1, codebook, device=device)
+        self.recycled = torch.zeros(batch, dtype=torch.long, device=device)  # leading drafts still aligned
+
+    def forget(self) -> None:
+        """Drop the drafts (after a plain step moved the rows on)."""
+        self.recycled.zero_()
+
+    def step(
+        self,
+        last: torch.Tensor,
+        cache: "KVCache",
+        kept: torch.Tensor,
+        done: torch.Tensor,
+        out: torch.Tensor,
+    ) -> torch.Tensor:
+        """One window forward. Every unfinished row (inside a grid) commits 1..window tokens, written to `out`
+        from its `kept` offset; `kept`, `done`, the grammar state and the cache move on in place. Returns each
+        row's newest token (not yet cached)."""
+        state, n = self.state, self.spec.window
+        ahead = self.offsets
+        line = state.cols + 1
+        start = state.row * line + state.col  # grid index of each row's next token
+        end_at = state.rows * line  # grid index of the image end
+        index = start.unsqueeze(-1) + ahead  # grid index of the window's n predicted positions
+        eol = (index % line.unsqueeze(-1) == state.cols.unsqueeze(-1)) & (index < end_at.unsqueeze(-1))
+        forced = torch.where(index == end_at.unsqueeze(-1), self.end, torch.where(eol, self.eol, -1))
+        active = (state.mode == Mode.GRID) & ~done
+        room = torch.minimum(end_at - start + 1, self.max_new_tokens - kept).clamp(max=n)
+        room = room.masked_fill(~active, 0)  # tokens a row may commit: up to its image end and budget
+
+        self._fresh_drafts(kept, start, line, out)
+        draft_ids = torch.where(forced[:, :-1] >= 0, forced[:, :-1], self.codes[self.drafts])
+        logp = target_logprobs(self._code_logits(last, draft_ids, cache), self.image, self.nsigma)
+        run, extra, predicted, probs = self._verify(logp, forced, kept)
+
+        tokens = torch.cat([draft_ids, extra.unsqueeze(-1)], dim=-1)
+        tokens.scatter_(1, run.unsqueeze(-1), extra.unsqueeze(-1))
+        count = torch.minimum(run + 1, room)
+        stop = torch.isin(tokens, self.stop_ids) & (ahead < count.unsqueeze(-1))
+        stopped = stop.any(-1)
+        count = torch.where(stopped, stop.long().argmax(-1) + 1, count)
+        out.scatter_(1, kept.unsqueeze(-1) + ahead, torch.where(ahead < count.unsqueeze(-1), tokens, 0))
+        newest = tokens.gather(1, (count - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        dropped = n - count  # rejected drafts and the newest token leave the cache
+        cache.rollback(torch.cat([dropped, dropped]) if self.cfg_scale != 1.0 else dropped)
+
+        after = start + count
+        ended = active & (after > end_at)  # the image end was committed
+        moved = active & ~ended
+        state.row.copy_(torch.where(moved, after // line, state.row).masked_fill(ended, 0))
+        state.col.copy_(torch.where(moved, after % line, state.col).masked_fill(ended, 0))
+        state.mode.masked_fill_(ended, Mode.TEXT)
+        kept += count
+        done |= stopped | (ended & self.stop_at_image_end)
+        state.mode.masked_fill_(done, Mode.DONE)
+
+        source = (count.unsqueeze(-1) + ahead[:-1]).clamp(max=n - 1)  # next window's drafts, recycled
+        self.drafts = predicted.gather(1, source)
+        if probs is not None:
+            self.q = probs.gather(1, source.unsqueeze(-1).expand(-1, -1, probs.shape[-1]))
+        self.recycled = (n - count).clamp(max=n - 1)
+        return torch.where(count > 0, newest, last)
+
+    def _verify(
+        self, logp: torch.Tensor, forced: torch.Tensor, kept: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Check the drafts against the window's target log-probabilities `[B, n, C]`. Returns the number of
+        leading drafts that pass, the token after them (the replacement of the first failure, or the bonus),
+        each position's own prediction (the next drafts) and, unless coupled, the target probabilities."""
+        n, drafts, probs = self.spec.window, self.drafts, None
+        if self.coupled:  # the token at each position, should the drafts before it hold
+            position = kept.unsqueeze(-1) + self.offsets
+            predicted = (logp.double() + self.noise.gumbel(position, len(self.codes))).argmax(-1)
+            passed = drafts == predicted[:, :-1]
+        else:
+            probs = logp.exp()
+            uniform = self.noise.uniform(_SAMPLE, kept.unsqueeze(-1), self.offsets)
+            predicted = _draw(probs, uniform)  # y_i ~ p_i
+            p_draft = probs[:, :-1].gather(-1, drafts.unsqueeze(-1)).squeeze(-1)
+            q_draft = self.q.gather(-1, drafts.unsqueeze(-1)).squeeze(-1)
+            if not self.exact:
+                q_draft = q_draft.clamp(min=1e-7)
+            passed = self.noise.uniform(_ACCEPT, kept.unsqueeze(-1), self.offsets[:-1]) * q_draft < p_draft
+        passed |= forced[:, :-1] >= 0
+        run = passed.long().cumprod(-1).sum(-1)
+        extra = predicted.gather(1, run.unsqueeze(-1)).squeeze(-1)
+        if probs is not None and n > 1:
+            extra = torch.where(run < n - 1, self._resample(probs, run, kept), extra)
+        extra_forced = forced.gather(1, run.unsqueeze(-1)).squeeze(-1)
+        extra = torch.where(extra_forced >= 0, extra_forced, self.codes[extra])
+        return run, extra, predicted, probs
+
+    def _code_logits(self, last: torch.Tensor, draft_ids: torch.Tensor, cache: "KVCache") -> torch.Tensor:
+        """Guided image-code logits `[B, n, C]` of the window `[last, drafts]` (float32)."""
+        window = torch.cat([last.unsqueeze(-1), draft_ids], dim=-1)
+        guided = self.cfg_scale != 1.0
+        logits = F.linear(self.hidden(torch.cat([window, window]) if guided else window, cache), self.head)
+        if not guided:
+            return logits.float()
+        cond, uncond = logits.float().chunk(2)
+        return uncond + self.cfg_scale * (cond - uncond)
+
+    def _fresh_drafts(
+        self, kept: torch.Tensor, start: torch.Tensor, line: torch.Tensor, out: torch.Tensor
+    ) -> None:
+        """Drafts for the positions the last forward did not predict: uniform random codes (q uniform; the
+        reference's q is one-hot), or with `draft_init="above"` the committed code one grid row up (q
+        one-hot: it is known, given the past)."""
+        codebook, ahead = len(self.codes), self.offsets[:-1]
+        fresh = ahead >= self.recycled.unsqueeze(-1)
+        guess = (
+            (self.noise.uniform(_INIT, kept.unsqueeze(-1), ahead) * codebook).long().clamp(max=codebook - 1)
+        )
+        copied = torch.zeros_like(fresh)
+        if self.spec.draft_init == "above":
+            source = kept.unsqueeze(-1) + ahead - line.unsqueeze(-1)  # the token index one grid row up
+            above = self.code_of[out.gather(1, source.clamp(min=0))]
+            copied = (start.unsqueeze(-1) + ahead >= line.unsqueeze(-1)) & (source < kept.unsqueeze(-1))
+            copied &= above >= 0
+            guess = torch.where(copied, above, guess)
+        self.drafts = torch.where(fresh, guess, self.drafts)
+        if self.q is not None:
+            one_hot = (copied | (not self.exact)).unsqueeze(-1)
+            q = torch.where(one_hot, F.one_hot(guess, codebook).float(), 1.0 / codebook)
+            self.q = torch.where(fresh.unsqueeze(-1), q, self.q)
+
+    def _resample(self, probs: torch.Tensor, run: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """The code replacing each row's first rejected draft (at window position `run`)."""
+        at = run.clamp(max=self.spec.window - 2).view(-1, 1, 1).expand(-1, 1, probs.shape[-1])
+        p, q = probs.gather(1, at).squeeze(1), self.q.gather(1, at).squeeze(1)
+        if self.exact:
+            residual = (p - q).clamp(min=0)
+        else:  # Lumina-mGPT 2.0: the clipped residual only when it holds all the mass, else p itself
+            clipped = (p - q.clamp(max=0.99)).clamp(min=0)
+            mass = clipped.sum(-1, keepdim=True)
+            residual = torch.where(mass + 1e-7 > 1, clipped / mass, p)
+            residual = target_logprobs(residual.log(), self.image, self.nsigma).exp()
+        return _draw(residual, self.noise.uniform(_RESAMPLE, kept))
