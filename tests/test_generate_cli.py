@@ -6,16 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
-import typer
 from PIL import Image
 from test_generate_helpers import one_thread, ours_folder
 from typer.testing import CliRunner
 
-from lumina_mgpt.generate.cli import chat, generate
+from lumina_mgpt.cli import app
 
-app = typer.Typer()
-app.command()(generate)
-app.command()(chat)
 runner = CliRunner()
 
 

@@ -4,16 +4,12 @@ is recorded in settings.json; bad values are one-line errors (exit 2)."""
 import json
 
 import pytest
-import typer
 from PIL import Image
 from test_generate_helpers import one_thread, ours_folder
 from typer.testing import CliRunner
 
-from lumina_mgpt.generate.cli import generate
+from lumina_mgpt.cli import app
 
-app = typer.Typer()
-app.command()(generate)
-app.command("other")(lambda: None)  # two commands: typer keeps the "generate" sub-command name
 runner = CliRunner()
 
 

@@ -4,10 +4,8 @@ Both write their images as PNGs plus a `settings.json` of everything used (promp
 model, timings), and print one line per problem instead of a traceback (exit status 2).
 """
 
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -23,21 +21,6 @@ from lumina_mgpt.model.quantize import QUANT_MODES
 DEFAULT_OUT = Path("out")
 
 
-def _one_line_errors(command: Callable) -> Callable:
-    """Print a LuminaError as `error: ...` on stderr and exit 2."""
-
-    @functools.wraps(command)
-    def run(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except LuminaError as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(2) from None
-
-    return run
-
-
-@_one_line_errors
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw (wrapped in the resolution-aware template).")],
     size: Annotated[
@@ -119,7 +102,6 @@ def generate(
     typer.echo(f"wrote {len(files)} image(s) to {out} ({result.stats['seconds']:.1f} s)")
 
 
-@_one_line_errors
 def chat(
     text: Annotated[
         str, typer.Argument(help="The instruction, caption, question or object (task dependent).")
