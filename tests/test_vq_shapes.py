@@ -1,4 +1,7 @@
-"""The shipped shapes-world tokenizer: held-out scenes survive encode -> decode for the WORLD.md detector."""
+"""The shipped shapes-world tokenizer: held-out scenes and maps survive encode -> decode, with tidy codes.
+
+50 held-out scenes per canvas here, to stay fast (configs/vq/shapes-patch-finetune.yaml has figures on 200).
+"""
 
 import numpy as np
 import pytest
@@ -7,17 +10,19 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lumina_mgpt.vq import load_image_tokenizer
-from lumina_mgpt.vq.evaluate import held_out_scenes, reconstruct, same_objects
+from lumina_mgpt.vq.evaluate import code_stability, held_out_scenes, reconstruct, same_objects
 from lumina_mgpt.vq.loading import SHAPES_TOKENIZER
 from lumina_mgpt.world.detect import detect
-from lumina_mgpt.world.render import render
+from lumina_mgpt.world.render import edge_map, render, segmentation_map
+from lumina_mgpt.world.score import map_score, scene_masks
 
-SCENES_PER_CANVAS = 100
+SCENES_PER_CANVAS = 50
 TEST_SEED = 20_240_917  # not the training stream (seeded by step) nor the training-time evaluation seed
+CANVASES = [(128, 128), (160, 96), (96, 160)]
 TARGET = 0.99  # issue 4: the detector finds the same objects on >= 99% of held-out scenes
-# What the shipped tokenizer reaches now (98% / 95% / 92% on this seed): a regression floor. Below TARGET the
-# test is reported as xfail with the figure, until the tokenizer is trained further (configs/vq/).
-FLOOR = 0.90
+# Measured on 200 scenes per canvas (configs/vq/shapes-patch-finetune.yaml): this seed 99.5% / 100% / 100%,
+# the training-time eval seed 100% / 98.5% / 99.5%; pooled over both, >= 99.25% on every canvas.
+MAP_FLOOR = {"segmentation map": 0.95, "edge map": 0.95}  # mean mIoU / edge F1 (WORLD.md passes at 0.75)
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +32,13 @@ def tokenizer():
     return load_image_tokenizer(SHAPES_TOKENIZER)
 
 
-def test_shipped_tokenizer_is_small_f8(tokenizer):
+def test_shipped_tokenizer_is_a_small_f8_patch_palette_vq(tokenizer):
     assert tokenizer.factor == 8 and tokenizer.codebook_size == 1024 and tokenizer.rounding == "round"
+    assert tokenizer.architecture == "patch-palette"
     assert (SHAPES_TOKENIZER / "model.safetensors").stat().st_size <= 5 * 1024 * 1024
 
 
-@pytest.mark.parametrize("canvas", [(128, 128), (160, 96), (96, 160)], ids=lambda c: f"{c[0]}x{c[1]}")
+@pytest.mark.parametrize("canvas", CANVASES, ids=lambda c: f"{c[0]}x{c[1]}")
 def test_detector_finds_the_same_objects_after_reconstruction(tokenizer, canvas):
     width, height = canvas
     scenes = held_out_scenes(width, height, SCENES_PER_CANVAS, TEST_SEED)
@@ -40,22 +46,29 @@ def test_detector_finds_the_same_objects_after_reconstruction(tokenizer, canvas)
     with torch.inference_mode():
         recon, _ = reconstruct(tokenizer, originals, batch_size=50)
     agreement = np.mean([same_objects(s, detect(r)) for s, r in zip(scenes, recon, strict=True)])
-    message = f"{width}x{height}: the detector finds the same objects on {agreement:.0%} of reconstructions"
-    assert agreement >= FLOOR, message
-    if agreement < TARGET:
-        pytest.xfail(f"{message}, below the {TARGET:.0%} target")
+    assert agreement >= TARGET, f"{width}x{height}: the detector agrees on only {agreement:.0%}"
 
 
-def test_reencoding_a_reconstruction_keeps_its_codes(tokenizer):
-    scenes = held_out_scenes(128, 128, 8, TEST_SEED + 1)
-    pixels = torch.from_numpy(np.stack([render(s) for s in scenes])).permute(0, 3, 1, 2).float() / 127.5 - 1
-    codes = tokenizer.encode(pixels)
-    again = tokenizer.encode(tokenizer.decode(codes).clamp(-1, 1))
-    assert codes.shape == (8, 16, 16)
-    assert (again == codes).float().mean() >= 0.7  # 0.79 now: many near-duplicate background codes
+@pytest.mark.parametrize("kind", list(MAP_FLOOR))
+def test_maps_survive_reconstruction(tokenizer, kind):
+    draw = segmentation_map if kind == "segmentation map" else edge_map
+    for width, height in CANVASES:
+        scenes = held_out_scenes(width, height, SCENES_PER_CANVAS, TEST_SEED)
+        with torch.inference_mode():
+            recon, _ = reconstruct(tokenizer, np.stack([draw(s) for s in scenes]), batch_size=50)
+        score = np.mean([map_score(r, kind, scene_masks(s)) for s, r in zip(scenes, recon, strict=True)])
+        assert score >= MAP_FLOOR[kind], f"{width}x{height}: mean {kind} score {score:.3f}"
 
 
-def test_reconstruct_cli(tmp_path):
+def test_codes_are_stable_and_background_has_one_code(tokenizer):
+    scenes = held_out_scenes(128, 128, 16, TEST_SEED + 1)
+    with torch.inference_mode():
+        same, background = code_stability(tokenizer, np.stack([render(s) for s in scenes]))
+    assert background == 1  # every pure-grey cell, in every image, is the same code
+    assert same >= 0.98, f"re-encoding a reconstruction keeps only {same:.1%} of its codes"
+
+
+def test_reconstruct_cli(tokenizer, tmp_path):
     import typer
 
     from lumina_mgpt.vq.cli import reconstruct
@@ -67,6 +80,6 @@ def test_reconstruct_cli(tmp_path):
     result = CliRunner().invoke(app, [str(tmp_path / "in.png"), str(tmp_path / "out.png")])
     assert result.exit_code == 0, result.output
     assert "160x96 px -> grid 12x20 (240 codes)" in result.output
-    out = Image.open(tmp_path / "out.png")
-    assert out.size == (160, 96)
-    assert same_objects(scene, detect(np.asarray(out.convert("RGB"))))
+    out = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"))
+    expected = tokenizer.decode_image(tokenizer.encode_image(Image.open(tmp_path / "in.png")))
+    assert out.shape == (96, 160, 3) and np.array_equal(out, np.asarray(expected))

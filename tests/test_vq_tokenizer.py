@@ -229,6 +229,23 @@ def test_patch_palette_decoder_paints_only_palette_colours(patch_tokenizer):
     assert vq.palette_index(near.T.reshape(1, 3, 1, 3)).tolist() == [[[0, 3, 2]]]
 
 
+def test_patch_palette_drops_stray_colours_when_asked():
+    from lumina_mgpt.vq.patch import PatchPaletteVQ
+
+    logits = torch.zeros(2, 4, 4, 4)
+    logits[:, 0] = 1.0  # background almost everywhere
+    logits[0, 1, 0, :] = 2.0  # image 0: a red row of 4 pixels ...
+    logits[0, 3, 2, 2], logits[0, 1, 2, 2] = 3.0, 2.5  # ... and one stray white pixel, red its second best
+    logits[1, 2] = 2.0  # image 1: all black (its only colour is never dropped)
+    keep = PatchPaletteVQ(PALETTE, patch_size=4, min_colour_pixels=1).paint(logits)
+    tidy = PatchPaletteVQ(PALETTE, patch_size=4, min_colour_pixels=3).paint(logits)
+    assert pixels_to_uint8(keep)[0, 2, 2].tolist() == [255, 255, 255]
+    expected = np.full((2, 4, 4, 3), 128, np.uint8)
+    expected[0, 0, :] = expected[0, 2, 2] = (220, 40, 40)
+    expected[1] = 0
+    assert np.array_equal(pixels_to_uint8(tidy), expected)
+
+
 def test_patch_palette_folder_round_trip(patch_tokenizer, tmp_path):
     folder = save_image_tokenizer(patch_tokenizer, tmp_path / "vq")
     config = json.loads((folder / "config.json").read_text())

@@ -14,7 +14,7 @@ from lumina_mgpt.vq.patch import SHAPES_PALETTE
 from lumina_mgpt.vq.tokenizer import ImageTokenizer, pixels_to_uint8
 from lumina_mgpt.vq.train import Codebook, QuantizerConfig, SceneBatches, TrainConfig, learning_rate
 
-SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "vq" / "shapes.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "vq"
 
 
 def tiny_config(steps: int) -> TrainConfig:
@@ -39,9 +39,16 @@ def tiny_config(steps: int) -> TrainConfig:
     )
 
 
-def test_shipped_config_parses():
-    config = TrainConfig.from_yaml(SHIPPED_CONFIG)
-    assert config.model.codebook_size == 1024 and len(config.model.block_out_channels) == 4  # f8
+@pytest.mark.parametrize(
+    "name", ["shapes-patch.yaml", "shapes-patch-finetune.yaml", "shapes.yaml", "shapes-finetune.yaml"]
+)
+def test_shipped_configs_parse(name):
+    config = TrainConfig.from_yaml(CONFIGS / name)
+    assert config.model.codebook_size == 1024
+    if config.model.architecture == "patch-palette":
+        assert config.model.patch_size == 8 and config.quantizer.restart_on == "worst"
+    else:
+        assert len(config.model.block_out_channels) == 4  # f8
     assert (128, 128) in config.data.canvases and (160, 96) in config.data.canvases
     assert all(w % 32 == 0 and h % 32 == 0 for w, h in config.data.canvases)
 

@@ -53,6 +53,7 @@ class ModelConfig:
     decoder_channels: int = 128
     decoder_blocks: int = 3
     upsample_channels: int = 32
+    min_colour_pixels: int = 0  # decode-time: colours covering fewer pixels of an image are not painted
 
     def vqmodel_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the network (`VQModel` or `PatchPaletteVQ`, by `architecture`)."""
@@ -66,6 +67,7 @@ class ModelConfig:
                 "decoder_channels": self.decoder_channels,
                 "decoder_blocks": self.decoder_blocks,
                 "upsample_channels": self.upsample_channels,
+                "min_colour_pixels": self.min_colour_pixels,
             }
         n = len(self.block_out_channels)
         return {
@@ -265,7 +267,9 @@ def pixel_loss(recon: torch.Tensor, target: torch.Tensor, optim: OptimConfig) ->
     return loss + optim.l2_weight * F.mse_loss(recon, target) if optim.l2_weight else loss
 
 
-def palette_loss(logits: torch.Tensor, target: torch.Tensor, palette_index: torch.Tensor, optim: OptimConfig):
+def palette_loss(
+    logits: torch.Tensor, target: torch.Tensor, palette_index: torch.Tensor, optim: OptimConfig
+) -> torch.Tensor:
     """Cross-entropy of the per-pixel palette logits, pixels near a colour change weighted `1 + edge_weight`."""
     loss = F.cross_entropy(logits, palette_index, reduction="none")
     if optim.edge_weight:
