@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from lumina_mgpt.data.batch import PAD_ID, collate, context_drop_flags, drop_context
+from lumina_mgpt.data.batch import PAD_ID, collate, context_drop_flags, drop_context, micro_batches
 from lumina_mgpt.data.shards import Sample
 
 
@@ -31,3 +31,11 @@ def test_context_drop_flags_are_reproducible():
     assert not context_drop_flags(7, 3, 16, 0.0).any() and context_drop_flags(7, 3, 16, 1.0).all()
     rate = np.mean([context_drop_flags(0, step, 100, 0.1).mean() for step in range(100)])
     assert abs(rate - 0.1) < 0.01
+
+
+def test_micro_batches_group_samples_of_like_length():
+    samples = [_sample([0] * n, [1] * n) for n in (9, 2, 7, 3, 3)]
+    groups = micro_batches(samples, 2)
+    assert [[len(s) for s in g] for g in groups] == [[2, 3], [3, 7], [9]]
+    assert groups[0][1] is samples[3] and groups[1][0] is samples[4]  # ties keep their order
+    assert sum(collate(g)[0].numel() for g in groups) == 2 * 3 + 2 * 7 + 9  # unsorted: 2 * 9 + 2 * 7 + 3

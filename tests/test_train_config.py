@@ -46,6 +46,9 @@ def test_full_config(tmp_path):
     ({"stages": [STAGE]}, "give 'model'"),
     ({**BASE, "stages": [{**STAGE, "lr": "fast"}]}, r"stages\[0\].lr must be a non-negative number"),
     ({**BASE, "betas": [0.9]}, r"betas must be two numbers in \[0, 1\)"),
+    ({**BASE, "tokenizer": "t", "image_tokenizer": "v", "stages": [
+        {**STAGE, "area": 96, "data": {"world": {"tasks": {"t2i": 1}, "max_aspect": 0.5}}}]},
+     r"stages\[0\].data.world.max_aspect must be a number >= 1, got 0.5"),
 ])
 def test_mistakes_are_named(tmp_path, data, message):
     with pytest.raises(LuminaError, match=message) as error:

@@ -20,6 +20,7 @@ from train_fixtures import (  # noqa: F401 (one_thread: a fixture)
 
 from lumina_mgpt.model import load_transformer
 from lumina_mgpt.train.checkpoint import PAUSE_ENV
+from lumina_mgpt.vocab import TokenLayout
 
 
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -132,6 +133,8 @@ def test_shapes_world_run_learns_and_exports_a_loadable_model(tmp_path):
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:3]) / 3, losses
     model = load_transformer(folder)
     assert model.config.num_hidden_layers == 2 and model.config.dropout == 0.0
+    layout = TokenLayout.from_tokenizer(folder, "ours")
+    assert (model.config.bos_token_id, model.config.eos_token_id) == (layout.bos_id, layout.stop_ids[0])
     pipe = LuminaMGPTPipeline.from_pretrained(folder)
     image = pipe("a red circle", 64, 64, seed=0, progress=False).images[0]
     assert image.size == (64, 64)
@@ -170,3 +173,15 @@ def test_init_from_a_checkpoint_and_activation_checkpointing(tmp_path):
     for name, tensor in runs["plain"].items():
         assert torch.equal(runs["recompute"][name], tensor), name
     assert not torch.equal(runs["plain"]["lm_head.weight"], start.state_dict()["lm_head.weight"])
+    # --export writes the latest checkpoint (here the last step's) as a model, without training
+    result = CliRunner().invoke(app, [str(tmp_path / "plain.yaml"), "--out", str(tmp_path / "plain"), "--init-from",
+                                      str(tmp_path / "start"), "--export", str(tmp_path / "exported")])
+    assert result.exit_code == 0, result.output
+    exported = load_file(tmp_path / "exported" / "model.safetensors")
+    assert exported.keys() == runs["plain"].keys()
+    for name, tensor in runs["plain"].items():
+        assert torch.equal(exported[name], tensor), name
+    assert len(_losses(tmp_path / "plain")) == 2  # nothing more was trained or logged
+    result = CliRunner().invoke(app, [str(tmp_path / "plain.yaml"), "--out", str(tmp_path / "empty"),
+                                      "--export", str(tmp_path / "nothing")])
+    assert "no complete checkpoint under" in str(result.exception)

@@ -1,4 +1,5 @@
-"""Turn samples into padded tensors, with the context drop that teaches classifier-free guidance."""
+"""Turn samples into padded tensors (grouped by length), with the context drop that teaches classifier-free
+guidance."""
 
 import numpy as np
 import torch
@@ -18,6 +19,13 @@ def context_drop_flags(seed: int, step: int, batch_size: int, probability: float
 def drop_context(samples: list[Sample], flags: np.ndarray) -> list[Sample]:
     """Replace each flagged sample that has a single target image block by that block alone."""
     return [s.image_only() if flag and s.droppable else s for s, flag in zip(samples, flags, strict=True)]
+
+
+def micro_batches(samples: list[Sample], size: int) -> list[list[Sample]]:
+    """Groups of `size` samples (the last may be smaller) taken in order of length, so that each group pads
+    only to lengths like its own: a batch that mixes 300- and 1,100-token tasks wastes little compute."""
+    ordered = sorted(samples, key=len)  # stable: equal lengths keep their order
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
 
 
 def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:

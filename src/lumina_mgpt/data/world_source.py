@@ -40,6 +40,7 @@ class WorldSpec:
     image_tokenizer: str
     seed: int
     max_length: int | None = None
+    max_aspect: float | None = None  # keep only buckets with long side <= max_aspect x short side
 
 
 class WorldSampler:
@@ -64,7 +65,9 @@ class WorldSampler:
         it (dual-panel tasks need tall enough canvases): found now, not hours into a run."""
         canvases, canvas_weights = [], []
         drawable = np.zeros(len(self.kinds), dtype=bool)
-        for width, height in buckets(self.spec.area):
+        aspect = self.spec.max_aspect
+        sizes = [(w, h) for w, h in buckets(self.spec.area) if aspect is None or max(w, h) <= aspect * min(w, h)]
+        for width, height in sizes:
             if min(width, height) < MIN_SIDE:
                 continue
             fits = np.array([_drawable(kind, width, height, self.spec.seed) for kind in self.kinds])

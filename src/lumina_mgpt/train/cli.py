@@ -14,6 +14,9 @@ def train(
         "--out", help="Output folder; a run resumes from its latest checkpoint. Default: runs/CONFIG-NAME.")] = None,
     init_from: Annotated[str | None, typer.Option(
         "--init-from", help="Start from this model folder or hub id (overrides the config's init_from).")] = None,
+    export: Annotated[Path | None, typer.Option(
+        "--export", help="Do not train: write OUT's latest checkpoint to this folder as a model, e.g. to "
+        "evaluate a run while it trains.")] = None,
 ) -> None:
     """Train or fine-tune a model (FP-SFT stages, Omni-SFT mixtures); launch with torchrun for several GPUs.
 
@@ -22,11 +25,13 @@ def train(
     """
     import torch.distributed as dist  # torch: imported on use, so that `lumina-mgpt --help` stays quick
 
+    from lumina_mgpt.train.trainer import export_latest
     from lumina_mgpt.train.trainer import train as run_training
 
     settings = load_config(config)
+    out = out or Path("runs") / config.stem
     try:
-        folder = run_training(settings, out or Path("runs") / config.stem, init_from)
+        folder = export_latest(settings, out, export, init_from) if export else run_training(settings, out, init_from)
         if dist.get_rank() == 0:
             typer.echo(f"model written to {folder}")
     finally:

@@ -34,9 +34,11 @@ Auto = Literal["auto"]
 
 @dataclass
 class WorldData:
-    """Shapes-world samples made on the fly: task kind -> mixing weight."""
+    """Shapes-world samples made on the fly: task kind -> mixing weight; `max_aspect` keeps only the area's
+    buckets whose long side is at most that many times the short one (None: every bucket)."""
 
     tasks: dict[str, float]
+    max_aspect: float | None = None
 
 
 @dataclass
@@ -206,5 +208,8 @@ def _check(config: TrainConfig, source: str) -> None:
                                              or config.image_tokenizer is None):
             raise LuminaError(f"{source}: stages[{i}] draws from the world, which needs the stage's 'area' "
                               "and the config's 'tokenizer' and 'image_tokenizer'")
+        aspect = None if stage.data.world is None else stage.data.world.max_aspect
+        if aspect is not None and (not isinstance(aspect, int | float) or isinstance(aspect, bool) or aspect < 1):
+            raise LuminaError(f"{source}: stages[{i}].data.world.max_aspect must be a number >= 1, got {aspect!r}")
         if not 0 <= stage.warmup_steps <= stage.steps:
             raise LuminaError(f"{source}: stages[{i}].warmup_steps must be in [0, steps]")

@@ -1,6 +1,6 @@
 """The training loop: FP-SFT stages and Omni-SFT mixtures on torchrun + FSDP2, resumable bit for bit.
 
-Per step: this rank's share of the global batch, the context drop, micro-batches with gradient
+Per step: this rank's share of the global batch, the context drop, micro-batches grouped by length with gradient
 accumulation, cross-entropy + z-loss normalised by the global target count, clipping, AdamW with the stage's
 warm-up + cosine rate. Checkpoints (DCP) resume automatically from the output folder; at the end the model is
 exported as an HF-format folder.
@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-from lumina_mgpt.data.batch import collate, context_drop_flags, drop_context
+from lumina_mgpt.data.batch import collate, context_drop_flags, drop_context, micro_batches
 from lumina_mgpt.data.sampler import rank_share
 from lumina_mgpt.data.shards import Sample
 from lumina_mgpt.data.sources import ShardSource
@@ -36,25 +36,12 @@ def train(config: TrainConfig, out: str | os.PathLike, init_from: str | None = N
     """Train `config` into `out` (resuming from its latest checkpoint) and return the exported model folder."""
     out = Path(out)
     runtime = init_distributed(config.device)
-    cuda = runtime.device.type == "cuda"
     per_step = runtime.world_size * config.micro_batch_size
     if config.global_batch_size % per_step:
         raise LuminaError(f"global_batch_size {config.global_batch_size} is not a multiple of world size "
                           f"{runtime.world_size} x micro_batch_size {config.micro_batch_size}")
-    model = build_model(config, init_from or config.init_from, runtime,
-                        bf16=cuda if config.bf16 == "auto" else config.bf16,
-                        activation_checkpointing=cuda if config.activation_checkpointing == "auto"
-                        else config.activation_checkpointing)
-    torch.manual_seed(config.seed + 1 + runtime.rank)  # dropout; checkpoints carry the state from here on
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.stages[0].lr, betas=config.betas,
-                                  weight_decay=config.weight_decay)
-    checkpointer = Checkpointer(out / "checkpoints", config.keep_checkpoints, runtime)
-    checkpointer.remove_unfinished()
-    step, position = 0, None
-    latest = checkpointer.latest()
-    if latest is not None:
-        saved = checkpointer.load(latest, model, optimizer, {"step": 0, "data": ""})
-        step, position = saved["step"], json.loads(saved["data"])
+    Checkpointer(out / "checkpoints", config.keep_checkpoints, runtime).remove_unfinished()
+    model, optimizer, checkpointer, latest, step, position = restore(config, out, init_from, runtime)
     log = MetricsLog(out, total_steps=config.total_steps, start_step=step, every=config.log_every,
                      enabled=runtime.is_main)
     if latest is not None:
@@ -84,13 +71,43 @@ def train(config: TrainConfig, out: str | os.PathLike, init_from: str | None = N
     return folder
 
 
+def export_latest(config: TrainConfig, out: str | os.PathLike, dest: str | os.PathLike,
+                  init_from: str | None = None) -> Path:
+    """Write the model of `out`'s latest checkpoint to `dest` as an HF-format folder (e.g. to evaluate a run
+    while it trains); `init_from` as the run was started, which sets the model's shape."""
+    runtime = init_distributed(config.device)
+    model, _, _, latest, _, _ = restore(config, Path(out), init_from, runtime)
+    if latest is None:
+        raise LuminaError(f"no complete checkpoint under {Path(out) / 'checkpoints'}")
+    return export_model(model, config, dest, runtime)
+
+
+def restore(config: TrainConfig, out: Path, init_from: str | None, runtime: Runtime):
+    """Model, optimiser and checkpointer of a run, restored from `out`'s latest checkpoint when there is one;
+    returns them with that checkpoint (or None), its step and its data position."""
+    cuda = runtime.device.type == "cuda"
+    model = build_model(config, init_from or config.init_from, runtime,
+                        bf16=cuda if config.bf16 == "auto" else config.bf16,
+                        activation_checkpointing=cuda if config.activation_checkpointing == "auto"
+                        else config.activation_checkpointing)
+    torch.manual_seed(config.seed + 1 + runtime.rank)  # dropout; checkpoints carry the state from here on
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.stages[0].lr, betas=config.betas,
+                                  weight_decay=config.weight_decay)
+    checkpointer = Checkpointer(out / "checkpoints", config.keep_checkpoints, runtime)
+    step, position = 0, None
+    latest = checkpointer.latest()
+    if latest is not None:
+        saved = checkpointer.load(latest, model, optimizer, {"step": 0, "data": ""})
+        step, position = saved["step"], json.loads(saved["data"])
+    return model, optimizer, checkpointer, latest, step, position
+
+
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, samples: list[Sample],
                config: TrainConfig, runtime: Runtime, step: int, lr: float) -> tuple[dict[str, float], int]:
     """One optimiser step on this rank's `samples`; returns the global scalars and token count."""
     flags = context_drop_flags(config.seed, step, config.global_batch_size, config.context_drop)
     samples = drop_context(samples, rank_share(flags, runtime.rank, runtime.world_size))
-    size = config.micro_batch_size
-    micro = [collate(samples[i:i + size]) for i in range(0, len(samples), size)]
+    micro = [collate(group) for group in micro_batches(samples, config.micro_batch_size)]
     local_tokens = sum(len(s) for s in samples)
     (targets,) = all_reduce_sum([sum(count_targets(labels) for _, labels in micro)], runtime.device)
     sums = torch.zeros(2, dtype=torch.float64, device=runtime.device)
@@ -154,7 +171,7 @@ def make_source(config: TrainConfig, stage_index: int, runtime: Runtime):
         from lumina_mgpt.data.world_source import WorldSource, WorldSpec  # the world: slow to import
 
         spec = WorldSpec(dict(stage.data.world.tasks), stage.area, config.tokenizer, config.layout,
-                         config.image_tokenizer, seed, config.max_length)
+                         config.image_tokenizer, seed, config.max_length, stage.data.world.max_aspect)
         return WorldSource(spec, batch_size=config.global_batch_size, rank=runtime.rank,
                            world_size=runtime.world_size, device=runtime.device, workers=config.data_workers)
     return ShardSource(stage.data.shards, batch_size=config.global_batch_size, seed=seed, rank=runtime.rank,
