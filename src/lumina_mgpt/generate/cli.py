@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from PIL import Image, UnidentifiedImageError
 
+from lumina_mgpt.cli_options import DeviceOption, ImageTokenizerOption, ModelOption, TextTokenizerOption
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.speculative import speculative_settings
 from lumina_mgpt.generate.tasks import TASKS, task_message
@@ -34,14 +35,10 @@ def generate(
     top_p: Annotated[float | None, typer.Option(help="Image-token top-p.")] = None,
     sample_size: Annotated[bool, typer.Option(help="Let the model sample the size tokens.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for the PNGs and settings.json.")] = DEFAULT_OUT,
-    model: Annotated[str | None, typer.Option(help="Model folder or hub repo id (default: shipped).")] = None,
-    text_tokenizer: Annotated[
-        str | None, typer.Option(help="Tokenizer file/folder if not in the model.")
-    ] = None,
-    image_tokenizer: Annotated[
-        str | None, typer.Option(help="Image tokenizer if not the model's vq/.")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="torch device, e.g. cuda.")] = None,
+    model: ModelOption = None,
+    text_tokenizer: TextTokenizerOption = None,
+    image_tokenizer: ImageTokenizerOption = None,
+    device: DeviceOption = None,
     compile: Annotated[bool, typer.Option(help="Compile the decode step (GPU; slow first call).")] = False,
     speculative: Annotated[
         str | None,
@@ -117,14 +114,10 @@ def chat(
     top_k: Annotated[int | None, typer.Option(help="Image-token top-k.")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="Reply length limit.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for the PNGs and settings.json.")] = DEFAULT_OUT,
-    model: Annotated[str | None, typer.Option(help="Model folder or hub repo id (default: shipped).")] = None,
-    text_tokenizer: Annotated[
-        str | None, typer.Option(help="Tokenizer file/folder if not in the model.")
-    ] = None,
-    image_tokenizer: Annotated[
-        str | None, typer.Option(help="Image tokenizer if not the model's vq/.")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="torch device, e.g. cuda.")] = None,
+    model: ModelOption = None,
+    text_tokenizer: TextTokenizerOption = None,
+    image_tokenizer: ImageTokenizerOption = None,
+    device: DeviceOption = None,
 ) -> None:
     """One turn of a multimodal chat: editing, dense prediction, condition to image, QA, frames, dual panels."""
     spec = TASKS.get(task)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from lumina_mgpt.cli_options import DeviceOption, ImageTokenizerOption, ModelOption, TextTokenizerOption
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.serve.limits import Limits
 
@@ -14,7 +15,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 def serve(
-    model: Annotated[str | None, typer.Option(help="Model folder or hub repo id (default: shipped).")] = None,
+    model: ModelOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0: any free port; the URL is printed).")] = 8000,
     served_model_name: Annotated[
@@ -29,13 +30,9 @@ def serve(
     batch_window_ms: Annotated[
         float, typer.Option(help="How long an idle worker waits for companions.")
     ] = Limits.batch_window_s * 1000,
-    text_tokenizer: Annotated[
-        str | None, typer.Option(help="Tokenizer file/folder if not in the model.")
-    ] = None,
-    image_tokenizer: Annotated[
-        str | None, typer.Option(help="Image tokenizer if not the model's vq/.")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="torch device, e.g. cuda.")] = None,
+    text_tokenizer: TextTokenizerOption = None,
+    image_tokenizer: ImageTokenizerOption = None,
+    device: DeviceOption = None,
     threads: Annotated[
         int | None, typer.Option(help="CPU threads of torch (on a busy CPU box, 1 avoids stalls).")
     ] = None,

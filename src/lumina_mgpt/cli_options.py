@@ -1,0 +1,10 @@
+"""Command-line options shared by the verbs that load a model (generate, chat, serve)."""
+
+from typing import Annotated
+
+import typer
+
+ModelOption = Annotated[str | None, typer.Option(help="Model folder or hub repo id (default: shipped).")]
+TextTokenizerOption = Annotated[str | None, typer.Option(help="Tokenizer file/folder if not in the model.")]
+ImageTokenizerOption = Annotated[str | None, typer.Option(help="Image tokenizer if not the model's vq/.")]
+DeviceOption = Annotated[str | None, typer.Option(help="torch device, e.g. cuda.")]
