@@ -47,14 +47,14 @@ def _losses(out: Path) -> dict[int, float]:
     return {row["step"]: row["loss"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
 
 
-def _train_here(config: Path, out: Path) -> Path:
+def _train_here(config: Path, out: Path, time_limit: float | None = None) -> Path | None:
     import torch.distributed as dist
 
     from lumina_mgpt.train.config import load_config
     from lumina_mgpt.train.trainer import train
 
     try:
-        return train(load_config(config), out)
+        return train(load_config(config), out, time_limit=time_limit)
     finally:
         dist.destroy_process_group()
 
@@ -90,6 +90,33 @@ def test_kill_mid_run_and_mid_checkpoint_then_resume_is_bit_exact(tmp_path):
     assert "step-6 (step 6)" in third.stderr + third.stdout
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-10", "step-8"]  # keep_checkpoints: 2
 
+    expected, got = _weights(reference), _weights(run)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    assert _losses(reference) == _losses(run)
+
+
+def test_time_limit_checkpoints_and_stops_and_the_same_command_resumes_bit_exact(tmp_path):
+    write_synthetic_shards(tmp_path / "shards")
+    shards = [str(tmp_path / "shards")]
+    config = write_config(tmp_path / "run.yaml", dropout=0.1, checkpoint_every=4, stages=[
+        dict(name="fp-sft", steps=3, lr=3e-3, warmup_steps=2, area=64, data=dict(shards=shards)),
+        dict(name="omni", steps=3, lr=1e-3, data=dict(shards=shards, task_ratios={"edit": 2.0})),
+    ])
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    assert _train_here(config, reference) == reference / "model"
+    first = subprocess.run([*train_command(config, run), "--time-limit", "0"], env=run_env(), capture_output=True,
+                           text=True, check=True)
+    assert "time limit reached: stopped after step 1 of 6" in first.stderr + first.stdout
+    assert "model written" not in first.stdout
+    for stopped_after in (1, 2, 3, 4):  # a limit of 0 s: each call trains one step (step 4 was due anyway)
+        if stopped_after > 1:
+            assert _train_here(config, run, time_limit=0.0) is None
+        assert (run / "checkpoints" / f"step-{stopped_after}").is_dir()
+        assert not (run / "model").exists()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-3", "step-4"]
+    assert _train_here(config, run, time_limit=3600.0) == run / "model"  # finishes within the limit
     expected, got = _weights(reference), _weights(run)
     assert expected.keys() == got.keys()
     for name in expected:

@@ -14,6 +14,9 @@ def train(
         "--out", help="Output folder; a run resumes from its latest checkpoint. Default: runs/CONFIG-NAME.")] = None,
     init_from: Annotated[str | None, typer.Option(
         "--init-from", help="Start from this model folder or hub id (overrides the config's init_from).")] = None,
+    time_limit: Annotated[float | None, typer.Option(
+        "--time-limit", min=0.0, help="Minutes: checkpoint and stop after the first step that ends past them; the "
+        "same command resumes the run.")] = None,
     export: Annotated[Path | None, typer.Option(
         "--export", help="Do not train: write OUT's latest checkpoint to this folder as a model, e.g. to "
         "evaluate a run while it trains.")] = None,
@@ -31,8 +34,11 @@ def train(
     settings = load_config(config)
     out = out or Path("runs") / config.stem
     try:
-        folder = export_latest(settings, out, export, init_from) if export else run_training(settings, out, init_from)
-        if dist.get_rank() == 0:
+        if export:
+            folder = export_latest(settings, out, export, init_from)
+        else:
+            folder = run_training(settings, out, init_from, None if time_limit is None else 60 * time_limit)
+        if dist.get_rank() == 0 and folder is not None:
             typer.echo(f"model written to {folder}")
     finally:
         if dist.is_initialized():

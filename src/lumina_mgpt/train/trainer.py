@@ -3,11 +3,13 @@
 Per step: this rank's share of the global batch, the context drop, micro-batches grouped by length with gradient
 accumulation, cross-entropy + z-loss normalised by the global target count, clipping, AdamW with the stage's
 warm-up + cosine rate. Checkpoints (DCP) resume automatically from the output folder; at the end the model is
-exported as an HF-format folder.
+exported as an HF-format folder. With a time limit the run checkpoints and stops after the step that passes it
+(e.g. inside a batch job's or a lent machine's time), and the same command resumes it.
 """
 
 import json
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -32,8 +34,11 @@ from lumina_mgpt.train.metrics import MetricsLog
 from lumina_mgpt.train.schedule import learning_rate
 
 
-def train(config: TrainConfig, out: str | os.PathLike, init_from: str | None = None) -> Path:
-    """Train `config` into `out` (resuming from its latest checkpoint) and return the exported model folder."""
+def train(config: TrainConfig, out: str | os.PathLike, init_from: str | None = None,
+          time_limit: float | None = None) -> Path | None:
+    """Train `config` into `out` (resuming from its latest checkpoint) and return the exported model folder; with
+    `time_limit` (seconds), checkpoint and return None after the first step that ends past it."""
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     out = Path(out)
     runtime = init_distributed(config.device)
     per_step = runtime.world_size * config.micro_batch_size
@@ -62,13 +67,25 @@ def train(config: TrainConfig, out: str | os.PathLike, init_from: str | None = N
         scalars, tokens = train_step(model, optimizer, next(source), config, runtime, step, lr)
         step += 1
         log.step(step, tokens, scalars)
-        if step % config.checkpoint_every == 0 or step == config.total_steps:
+        stopping = deadline is not None and step < config.total_steps and _past(deadline, runtime)
+        if stopping or step % config.checkpoint_every == 0 or step == config.total_steps:
             data = json.dumps({"stage": stage_index, "position": source.state_dict()})
             checkpointer.save(step, model, optimizer, {"step": step, "data": data})
+        if stopping:
+            log.write(f"time limit reached: stopped after step {step} of {config.total_steps}; the same "
+                      "command resumes the run")
+            log.close()
+            return None
     log.close()
     folder = export_model(model, config, out / "model", runtime)
     dist.barrier()
     return folder
+
+
+def _past(deadline: float, runtime: Runtime) -> bool:
+    """Whether any rank is past `deadline` (so that every rank stops after the same step)."""
+    (late,) = all_reduce_sum([float(time.monotonic() > deadline)], runtime.device)
+    return late > 0
 
 
 def export_latest(config: TrainConfig, out: str | os.PathLike, dest: str | os.PathLike,
