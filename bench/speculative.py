@@ -64,9 +64,9 @@ def main() -> None:
     except LuminaError as error:
         sys.exit(f"error: {error}")
     runs = {
-        "plain": Recorder(pipe),
+        "plain": Recorder(pipe, speculative="off"),
         "speculative": Recorder(pipe, speculative="exact", window=args.window),
-        f"best-of-{args.best_of}": Recorder(pipe, best_of=args.best_of),
+        f"best-of-{args.best_of}": Recorder(pipe, speculative="off", best_of=args.best_of),
     }
     overall = {}
     with tempfile.TemporaryDirectory() as scratch:

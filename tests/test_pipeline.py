@@ -46,6 +46,27 @@ def test_from_pretrained_reads_the_family_and_preset(pipe):
     assert pipe.image_tokenizer.factor == pipe.layout.latent_factor == 8
 
 
+def test_sampling_json_sets_the_default_speculative_mode_and_calls_can_turn_it_off(pipe, folder, tmp_path):
+    import shutil
+
+    fast = tmp_path / "fast"
+    shutil.copytree(folder, fast)
+    (fast / "sampling.json").write_text('{"speculative": "exact"}')
+    fast_pipe = LuminaMGPTPipeline.from_pretrained(fast)
+    assert fast_pipe.preset.speculative == "exact" and pipe.preset.speculative is None
+    options = dict(width=64, height=32, seed=4, progress=False)
+    default = fast_pipe("a red star", **options)
+    explicit = pipe("a red star", speculative="exact", **options)
+    assert default.settings["speculative"]["mode"] == "exact"
+    assert [b.tolist() for b in default.tokens] == [b.tolist() for b in explicit.tokens]
+    off = fast_pipe("a red star", speculative="off", **options)
+    assert off.settings["speculative"] is None
+    assert [b.tolist() for b in off.tokens] == [b.tolist() for b in pipe("a red star", **options).tokens]
+    (fast / "sampling.json").write_text('{"speculative": "fastest"}')
+    with pytest.raises(LuminaError, match=r"sampling\.json is not a valid sampling preset.*fastest"):
+        LuminaMGPTPipeline.from_pretrained(fast)
+
+
 def test_text_to_image_batch_of_prompts_and_images(pipe):
     out = pipe(
         ["a red star", "two blue circles"],

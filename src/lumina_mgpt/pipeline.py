@@ -173,7 +173,8 @@ class LuminaMGPTPipeline:
         `cfg_scale`/`temperature`/`top_k`/`top_p` default to the model family's preset. With `on_preview`,
         partial images (finished latent rows, grey below) are passed every `preview_rows` latent rows.
         `speculative`: decode image grids by speculative Jacobi decoding ("exact" or True: the same law as plain
-        sampling; "reference": Lumina-mGPT 2.0's rule), `window` tokens per forward (default 16).
+        sampling; "reference": Lumina-mGPT 2.0's rule) or plainly ("off" or False); None: the preset's choice
+        (plain, except where the model's sampling.json says otherwise). `window` tokens per forward (default 16).
         `best_of` > 1 draws that many candidates per image and keeps the one `verifier` (default: the model's
         own `SelfVerifier`) scores highest; candidate c of image k uses seed `seed + k * best_of + c`.
         """
@@ -221,7 +222,7 @@ class LuminaMGPTPipeline:
             force_size=force_size,
             max_new_tokens=budget,
             stop_at_image_end=True,
-            speculative=speculative_settings(speculative, window),
+            speculative=speculative_settings(self.preset.speculative if speculative is None else speculative, window),
         )
         watch = _Progress(budget, progress, callback)
         if on_preview is not None and preview_rows > 0 and force_size:
@@ -275,7 +276,7 @@ class LuminaMGPTPipeline:
             cfg_scale=self.preset.chat_cfg if cfg_scale is None else cfg_scale,
             force_size=force_size,
             max_new_tokens=budget,
-            speculative=speculative_settings(speculative, window),
+            speculative=speculative_settings(self.preset.speculative if speculative is None else speculative, window),
         )
         with _Progress(budget, progress, callback) as watch:
             result = self.engine.generate(

@@ -42,7 +42,8 @@ def generate(
     compile: Annotated[bool, typer.Option(help="Compile the decode step (GPU; slow first call).")] = False,
     speculative: Annotated[
         str | None,
-        typer.Option(help="Speculative Jacobi decoding: exact (same law as plain) or reference (v2's rule)."),
+        typer.Option(help="Speculative Jacobi decoding: exact (same law as plain), reference (v2's rule) or off; "
+                     "default: the model's preset (the shipped shapes model: exact)."),
     ] = None,
     window: Annotated[int, typer.Option(help="Tokens per forward of speculative decoding.")] = 16,
     best_of: Annotated[
@@ -56,7 +57,7 @@ def generate(
     width, height = _parse_size(size) if size else (None, None)
     if width is not None:
         _precheck_size(width, height, model, text_tokenizer)
-    spec = speculative_settings(speculative, window) if speculative else None  # refuse bad values early
+    speculative_settings(speculative, window)  # refuse bad values before loading the model
     if quantize is not None and quantize not in QUANT_MODES:
         raise LuminaError(f"--quantize must be one of {', '.join(QUANT_MODES)}, got {quantize!r}")
     if best_of < 1:
@@ -74,7 +75,8 @@ def generate(
         seed,
         force_size=not sample_size,
         progress=sys.stderr.isatty(),
-        speculative=spec,
+        speculative=speculative,
+        window=window,
         best_of=best_of,
     )
     files = _save_images(result.images, out, "image")

@@ -1,8 +1,9 @@
 """Default canvas and sampling settings per model family: the releases' own (REFERENCE.md) and ours.
 
 A model folder may carry `sampling.json` to override them, e.g.
-`{"canvas": [128, 128], "t2i": {"cfg_scale": 3.0, "top_k": 0}, "chat": {"cfg_scale": 1.0}, "text": {"top_k": 1}}`
-("t2i" and "chat" hold the image settings and guidance of each use; "text" the settings of text tokens).
+`{"canvas": [128, 128], "t2i": {"cfg_scale": 3.0, "top_k": 0}, "chat": {"cfg_scale": 1.0}, "text": {"top_k": 1},
+"speculative": "exact"}` ("t2i" and "chat" hold the image settings and guidance of each use; "text" the settings
+of text tokens; "speculative" how image grids decode when a call does not say: "off" or a speculative mode).
 """
 
 import json
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.sampling import SamplingSettings
+from lumina_mgpt.generate.speculative import MODES
 
 PRESET_FILE = "sampling.json"
 
@@ -25,6 +27,7 @@ class Preset:
     chat_cfg: float
     chat_image: SamplingSettings
     text: SamplingSettings
+    speculative: str | None = None  # image-grid decoding when a call does not say: None (plain) or a mode
 
 
 PRESETS = {
@@ -71,11 +74,21 @@ def preset_for(kind: str, folder: Path | None = None) -> Preset:
                 changes[f"{use}_cfg"] = float(section.pop("cfg_scale"))
             changes[f"{use}_image"] = _updated(getattr(preset, f"{use}_image"), section)
         changes["text"] = _updated(preset.text, data.get("text", {}))
+        if "speculative" in data:
+            changes["speculative"] = _speculative_mode(data["speculative"])
     except (OSError, ValueError, TypeError, AttributeError) as error:
         raise LuminaError(
             f"{file} is not a valid sampling preset ({type(error).__name__}: {error})"
         ) from None
     return replace(preset, **changes)
+
+
+def _speculative_mode(value: object) -> str | None:
+    if value in (None, "off"):
+        return None
+    if value not in MODES:
+        raise ValueError(f"speculative must be 'off' or one of {', '.join(MODES)}, got {value!r}")
+    return value
 
 
 def _updated(settings: SamplingSettings, section: dict) -> SamplingSettings:

@@ -296,8 +296,8 @@ def _check_model(requested: str | None, model_id: str) -> None:
 
 
 def _speculative(value: bool | str | None) -> str | None:
-    """The engine's speculative mode of a request's `speculative` field (true means "exact")."""
-    return "exact" if value is True else value if value in ("exact", "reference") else None
+    """The pipeline's `speculative` of a request's field: true means "exact", false "off", None the preset's."""
+    return {True: "exact", False: "off"}.get(value, value) if value is not None else None
 
 
 def _check_text(text: str, limits: Limits, param: str) -> None:
