@@ -222,7 +222,7 @@ class LuminaMGPTPipeline:
             force_size=force_size,
             max_new_tokens=budget,
             stop_at_image_end=True,
-            speculative=speculative_settings(self.preset.speculative if speculative is None else speculative, window),
+            speculative=self._speculative(speculative, window),
         )
         watch = _Progress(budget, progress, callback)
         if on_preview is not None and preview_rows > 0 and force_size:
@@ -276,7 +276,7 @@ class LuminaMGPTPipeline:
             cfg_scale=self.preset.chat_cfg if cfg_scale is None else cfg_scale,
             force_size=force_size,
             max_new_tokens=budget,
-            speculative=speculative_settings(self.preset.speculative if speculative is None else speculative, window),
+            speculative=self._speculative(speculative, window),
         )
         with _Progress(budget, progress, callback) as watch:
             result = self.engine.generate(
@@ -354,6 +354,10 @@ class LuminaMGPTPipeline:
         return encode_image_block(
             self.image_tokenizer.encode_image(self._fit(image, size)).cpu(), self.layout
         )
+
+    def _speculative(self, speculative: Speculative, window: int | None) -> SpeculativeSettings | None:
+        """A call's speculative decoding, the preset's when the call does not say (None)."""
+        return speculative_settings(self.preset.speculative if speculative is None else speculative, window)
 
     def _canvas(
         self, width: int | None, height: int | None, fallback: tuple[int, int] | None = None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.sampling import SamplingSettings
-from lumina_mgpt.generate.speculative import MODES
+from lumina_mgpt.generate.speculative import speculative_settings
 
 PRESET_FILE = "sampling.json"
 
@@ -75,20 +75,13 @@ def preset_for(kind: str, folder: Path | None = None) -> Preset:
             changes[f"{use}_image"] = _updated(getattr(preset, f"{use}_image"), section)
         changes["text"] = _updated(preset.text, data.get("text", {}))
         if "speculative" in data:
-            changes["speculative"] = _speculative_mode(data["speculative"])
-    except (OSError, ValueError, TypeError, AttributeError) as error:
+            settings = speculative_settings(data["speculative"])
+            changes["speculative"] = None if settings is None else settings.mode
+    except (OSError, ValueError, TypeError, AttributeError, LuminaError) as error:
         raise LuminaError(
             f"{file} is not a valid sampling preset ({type(error).__name__}: {error})"
         ) from None
     return replace(preset, **changes)
-
-
-def _speculative_mode(value: object) -> str | None:
-    if value in (None, "off"):
-        return None
-    if value not in MODES:
-        raise ValueError(f"speculative must be 'off' or one of {', '.join(MODES)}, got {value!r}")
-    return value
 
 
 def _updated(settings: SamplingSettings, section: dict) -> SamplingSettings:

@@ -18,7 +18,8 @@ IMAGE_TOKENIZER_FOLDER = "vq"
 def export_model(model: ChameleonTransformer, config: TrainConfig, folder: str | os.PathLike,
                  runtime: Runtime) -> Path:
     """Gather the full weights on the main rank and write `folder` with `save_transformer` (special ids taken
-    from the text tokenizer), the text tokenizer files and the image tokenizer (under `vq/`) when the config names them. Every rank calls it."""
+    from the text tokenizer), the text tokenizer files and the image tokenizer (under `vq/`) when the config
+    names them. Every rank calls it."""
     folder = Path(folder)
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if runtime.is_main:
