@@ -10,10 +10,12 @@ import torch
 from test_generate_helpers import favour_token, one_thread, tiny_layout, tiny_model
 
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.constraints import BlockState
 from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings, Step
 from lumina_mgpt.generate.sampling import SamplingSettings
 from lumina_mgpt.generate.speculative import (
     CounterNoise,
+    JacobiDecoder,
     SpeculativeSettings,
     speculative_settings,
     target_logprobs,
@@ -194,8 +196,32 @@ def test_a_confident_model_accepts_whole_windows_and_rolls_back_the_rest():
             assert result.stats["forward_passes"] <= most, (coupling, init, result.stats)
 
 
+def test_above_drafts_copy_the_nearest_committed_code_up_the_column():
+    engine = DecodeEngine(tiny_model(), LAYOUT)
+    spec = SpeculativeSettings(window=12)
+    one = torch.tensor([0])
+    state = BlockState(*(one.clone() for _ in range(7)))
+    decoder = JacobiDecoder(engine, state, settings(spec), [0])
+    code = LAYOUT.image_token_ids
+    # a 4-column grid (a line is 4 codes and an eol): row 0 done, row 1 up to its third code
+    out = torch.tensor(
+        [[LAYOUT.size_token_id(1), LAYOUT.size_token_id(1), *code[[1, 2, 3, 4]], EOL, *code[[5, 6]]]]
+    )
+    out = torch.cat([out, torch.zeros(1, 20, dtype=torch.long)], dim=1)
+    kept, start, line = torch.tensor([9]), torch.tensor([7]), torch.tensor([5])
+    decoder.drafts = torch.full((1, 11), 30)  # the last forward's predictions for the 6 first slots
+    decoder.recycled = torch.tensor([6])
+    decoder.informed = torch.tensor([[True] * 3 + [False] * 8])  # slots 3-5 were predicted over a row ahead
+    decoder._fresh_drafts(kept, start, line, out)
+    drafts = decoder.drafts[0].tolist()
+    # grid indices 7..17: kept predictions, an eol slot (random), row 1's codes, then row 0's two rows up
+    assert drafts[:3] == [30, 30, 30] and drafts[3:7] == [5, 6, 3, 4]
+    assert drafts[8:] == [5, 6, 3]
+    assert drafts[7] != 30  # fresh: a random code (the eol itself is forced)
+
+
 @pytest.mark.parametrize(
-    "spec", [EXACT, INDEPENDENT, REFERENCE, SpeculativeSettings(window=16, draft_init="above")]
+    "spec", [EXACT, INDEPENDENT, REFERENCE, SpeculativeSettings(window=16, draft_init="random")]
 )
 @pytest.mark.parametrize("cfg", [1.0, 3.0])
 def test_every_speculative_block_parses_at_its_requested_size(spec, cfg):
@@ -275,6 +301,8 @@ def test_settings_are_checked_and_parsed():
     assert speculative_settings(None) is None and speculative_settings(False) is None
     assert speculative_settings("off") is None
     assert speculative_settings(True) == SpeculativeSettings()
+    assert SpeculativeSettings().draft_init == "above"
+    assert SpeculativeSettings(mode="reference").draft_init == "random"
     assert speculative_settings("reference", window=8) == SpeculativeSettings(mode="reference", window=8)
     with pytest.raises(LuminaError, match="speculative"):
         speculative_settings(3)

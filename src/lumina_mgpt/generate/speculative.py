@@ -7,8 +7,12 @@ positions (after guidance, temperature, top-k/top-p and the grammar). Drafts are
 first failure is replaced by a correctly drawn token, and the KV slots of the rejected drafts are rolled back
 per row (an image's conditional and unconditional rows move together). End-of-line and image-end positions
 inside the window are forced, so their drafts always pass. The forward also predicts positions whose earlier
-drafts were wrong: those predictions are the next window's drafts (Jacobi recycling); positions never
-predicted start from a uniform random code, or the code one grid row above (`draft_init="above"`).
+drafts were wrong: those predictions are the next window's drafts (Jacobi recycling). Positions never predicted
+start from the nearest committed code straight up their grid column (`draft_init="above"`, the exact modes'
+default: flat regions repeat from row to row), or from a uniform random code (`"random"`, the reference's
+default, and wherever no row above is committed yet). With "above", a prediction made more than a grid row
+ahead (its context held drafts where the row above should be) also gives way to the copy once that row is
+committed: in the shapes model this keeps acceptance growing with the window instead of falling past one row.
 
 Modes (`SpeculativeSettings`):
 - `exact`, `coupling=True` (default): position a of a row has its own Gumbel noise `G[a]` over the codes, a
@@ -58,7 +62,8 @@ class SpeculativeSettings:
     mode: str = "exact"  # "exact" (same law as plain sampling) or "reference" (Lumina-mGPT 2.0's rule)
     window: int = 16  # tokens per forward: the newest token plus window - 1 drafts
     coupling: bool = True  # exact mode: Gumbel-coupled drafts; False: independent SJD drafts
-    draft_init: str = "random"  # positions not yet predicted: "random" codes or the code one grid row "above"
+    draft_init: str | None = None  # unpredicted positions: copy the code "above" or a "random" code (None:
+    # "above" in the exact mode, "random" in the reference mode, as Lumina-mGPT 2.0 drafts)
     nsigma: float = 1.0  # reference mode's top-nσ filter (0 = off)
 
     def __post_init__(self) -> None:
@@ -66,6 +71,8 @@ class SpeculativeSettings:
             raise LuminaError(f"speculative mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.window < 1:
             raise LuminaError(f"the speculative window must be >= 1 token, got {self.window}")
+        if self.draft_init is None:
+            object.__setattr__(self, "draft_init", "above" if self.mode == "exact" else "random")
         if self.draft_init not in DRAFT_INITS:
             raise LuminaError(f"draft_init must be one of {', '.join(DRAFT_INITS)}, got {self.draft_init!r}")
         if not self.nsigma >= 0:
@@ -222,6 +229,9 @@ class JacobiDecoder:
         self.drafts = torch.zeros(batch, spec.window - 1, dtype=torch.long, device=device)  # code indices
         self.q = None if self.coupled else torch.zeros(batch, spec.window - 1, codebook, device=device)
         self.recycled = torch.zeros(batch, dtype=torch.long, device=device)  # leading drafts still aligned
+        self.informed = torch.zeros(
+            batch, spec.window - 1, dtype=torch.bool, device=device
+        )  # see _fresh_drafts
 
     def forget(self) -> None:
         """Drop the drafts (after a plain step moved the rows on)."""
@@ -281,6 +291,7 @@ class JacobiDecoder:
         if probs is not None:
             self.q = probs.gather(1, source.unsqueeze(-1).expand(-1, -1, probs.shape[-1]))
         self.recycled = (n - count).clamp(max=n - 1)
+        self.informed = source < line.unsqueeze(-1)  # predicted with the row above committed
         return torch.where(count > 0, newest, last)
 
     def _verify(
@@ -326,8 +337,8 @@ class JacobiDecoder:
         self, kept: torch.Tensor, start: torch.Tensor, line: torch.Tensor, out: torch.Tensor
     ) -> None:
         """Drafts for the positions the last forward did not predict: uniform random codes (q uniform; the
-        reference's q is one-hot), or with `draft_init="above"` the committed code one grid row up (q
-        one-hot: it is known, given the past)."""
+        reference's q is one-hot), or with `draft_init="above"` the nearest committed code up the grid column
+        (q one-hot: it is known, given the past), which also replaces predictions made without the row above."""
         codebook, ahead = len(self.codes), self.offsets[:-1]
         fresh = ahead >= self.recycled.unsqueeze(-1)
         guess = (
@@ -335,11 +346,13 @@ class JacobiDecoder:
         )
         copied = torch.zeros_like(fresh)
         if self.spec.draft_init == "above":
-            source = kept.unsqueeze(-1) + ahead - line.unsqueeze(-1)  # the token index one grid row up
+            line = line.unsqueeze(-1)
+            rows_up = ahead // line + 1  # to the nearest committed grid row
+            source = kept.unsqueeze(-1) + ahead - line * rows_up  # its token index, always < kept
             above = self.code_of[out.gather(1, source.clamp(min=0))]
-            copied = (start.unsqueeze(-1) + ahead >= line.unsqueeze(-1)) & (source < kept.unsqueeze(-1))
-            copied &= above >= 0
+            copied = (start.unsqueeze(-1) + ahead >= line * rows_up) & (above >= 0)
             guess = torch.where(copied, above, guess)
+            fresh |= copied & ~self.informed
         self.drafts = torch.where(fresh, guess, self.drafts)
         if self.q is not None:
             one_hot = (copied | (not self.exact)).unsqueeze(-1)
