@@ -1,12 +1,16 @@
 """Speculative Jacobi decoding and best-of-N on the shapes-world benchmark, in one run.
 
-    python bench/speculative.py [--model PATH] [--n-prompts 4 --images-per-prompt 2 --window 16 --best-of 4]
+    python bench/speculative.py [--model PATH] [--n-prompts 4 --images-per-prompt 2 --window 16 --best-of 4 --batch 1]
 
 Runs the benchmark's text-to-image half (`lumina_mgpt.world.run_benchmark`) three times on the same prompts and
 seeds: plain decoding, exact speculative decoding (coupled drafts), and best-of-N with the model's own verifier
-(candidates drawn by exact speculative decoding: the same law as plain decoding, faster). Prints tokens per forward, decode wall time of each run and the overall scores; the last line
-is `tokens_per_forward: <x> speedup: <plain decode seconds / speculative decode seconds>`. Exact decoding draws
+(candidates drawn by exact speculative decoding: the same law as plain decoding, faster). Prints tokens per
+forward, decode wall time of each run and the overall scores; the last line is
+`tokens_per_forward: <x> speedup: <plain decode seconds / speculative decode seconds>`. Exact decoding draws
 from the same distribution as plain decoding, so their overall scores differ only by sampling noise.
+`--batch` prompts go into each pipeline call: on a CPU a window forward costs about its token count, so
+speculative decoding pays off at small batches (rows x window within what one forward does at the same
+cost) and not for large ones.
 """
 
 import argparse
@@ -22,23 +26,35 @@ from lumina_mgpt.unirep import parse_t2i_prompt
 
 
 class Recorder:
-    """A `generate_fn` for `run_benchmark` over a pipeline call with fixed extra options, summing the decode
-    statistics of every call."""
+    """A `generate_fn` for `run_benchmark` over pipeline calls of `batch` prompts with fixed extra options,
+    summing the decode statistics of every call (image k of a call still uses seed + k overall)."""
 
-    def __init__(self, pipe, **options) -> None:
-        self.pipe, self.options = pipe, options
+    def __init__(self, pipe, batch: int, **options) -> None:
+        self.pipe, self.batch, self.options = pipe, batch, options
         self.seconds = self.tokens = self.row_forwards = 0.0
         self.wall = 0.0
 
     def __call__(self, prompts: list[str], width: int, height: int, per_prompt: int, seed: int) -> list[list]:
         descriptions = [parse_t2i_prompt(p).description for p in prompts]
-        began = time.perf_counter()
-        out = self.pipe(descriptions, width, height, per_prompt, seed=seed, progress=False, **self.options)
-        self.wall += time.perf_counter() - began
-        self.seconds += out.stats["seconds"]
-        self.tokens += out.stats["generated_tokens"]
-        self.row_forwards += out.stats["generated_tokens"] / out.stats["accepted_per_forward"]
-        return [out.images[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]
+        images = []
+        for first in range(0, len(descriptions), self.batch):
+            chunk = descriptions[first : first + self.batch]
+            began = time.perf_counter()
+            out = self.pipe(
+                chunk,
+                width,
+                height,
+                per_prompt,
+                seed=seed + first * per_prompt,
+                progress=False,
+                **self.options,
+            )
+            self.wall += time.perf_counter() - began
+            self.seconds += out.stats["seconds"]
+            self.tokens += out.stats["generated_tokens"]
+            self.row_forwards += out.stats["generated_tokens"] / out.stats["accepted_per_forward"]
+            images += out.images
+        return [images[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]
 
 
 def main() -> None:
@@ -48,6 +64,9 @@ def main() -> None:
     parser.add_argument("--n-prompts", type=int, default=4, help="prompts per category")
     parser.add_argument("--images-per-prompt", type=int, default=2)
     parser.add_argument("--window", type=int, default=16)
+    parser.add_argument(
+        "--batch", type=int, default=1, help="prompts per pipeline call (rows: batch x images per prompt)"
+    )
     parser.add_argument("--best-of", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
@@ -64,10 +83,10 @@ def main() -> None:
     except LuminaError as error:
         sys.exit(f"error: {error}")
     runs = {
-        "plain": Recorder(pipe, speculative="off"),
-        "speculative": Recorder(pipe, speculative="exact", window=args.window),
+        "plain": Recorder(pipe, args.batch, speculative="off"),
+        "speculative": Recorder(pipe, args.batch, speculative="exact", window=args.window),
         f"best-of-{args.best_of}": Recorder(
-            pipe, speculative="exact", window=args.window, best_of=args.best_of
+            pipe, args.batch, speculative="exact", window=args.window, best_of=args.best_of
         ),
     }
     overall = {}
@@ -91,7 +110,7 @@ def main() -> None:
     plain, fast = runs["plain"], runs["speculative"]
     print(
         f"model {args.model or 'shipped'} on {args.device}; {args.n_prompts} prompts per category x "
-        f"{args.images_per_prompt} images x 3 canvases, window {args.window}"
+        f"{args.images_per_prompt} images x 3 canvases, window {args.window}, {args.batch} prompts per call"
     )
     print(
         f"best-of-1 overall: {overall['plain']:.3f}   best-of-{args.best_of} overall: "
