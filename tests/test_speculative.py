@@ -306,3 +306,13 @@ def test_settings_are_checked_and_parsed():
     assert speculative_settings("reference", window=8) == SpeculativeSettings(mode="reference", window=8)
     with pytest.raises(LuminaError, match="speculative"):
         speculative_settings(3)
+
+
+def test_a_compiled_engine_draws_the_tokens_of_the_eager_one():
+    model = tiny_model(1).double()  # float64: compiled and eager kernels round alike
+    prompts, sizes, seeds = [t2i(50), t2i(51, 52)], [(64, 32), (32, 32)], [3, 4]
+    for spec in (None, EXACT):
+        config = settings(spec, cfg_scale=2.0, image=SamplingSettings(top_k=12))
+        eager = DecodeEngine(model, LAYOUT).generate(prompts, config, seeds, sizes)
+        compiled = DecodeEngine(model, LAYOUT, compile=True).generate(prompts, config, seeds, sizes)
+        assert compiled.tokens == eager.tokens
