@@ -1,7 +1,8 @@
 """Speculative Jacobi decoding on tiny random models: the exact modes sample the plain sampler's law (chi-square
 against the exact joint law of the first codes) and Lumina-mGPT 2.0's rule does not; coupled drafts give the
-tokens of a one-token Gumbel sampler (any window, no-cache reference); every block parses; rollback under full
-acceptance; chat replies mixing text and images; batched == alone; callbacks; settings errors."""
+tokens of a one-token Gumbel sampler (any window, no-cache reference); drafts copied up the grid column; every
+block parses; rollback under full acceptance; chat replies mixing text and images; batched == alone; callbacks;
+settings errors; a compiled engine draws the eager one's tokens."""
 
 import math
 

@@ -229,9 +229,8 @@ class JacobiDecoder:
         self.drafts = torch.zeros(batch, spec.window - 1, dtype=torch.long, device=device)  # code indices
         self.q = None if self.coupled else torch.zeros(batch, spec.window - 1, codebook, device=device)
         self.recycled = torch.zeros(batch, dtype=torch.long, device=device)  # leading drafts still aligned
-        self.informed = torch.zeros(
-            batch, spec.window - 1, dtype=torch.bool, device=device
-        )  # see _fresh_drafts
+        # whether each draft was predicted with the grid row above it committed (see _fresh_drafts)
+        self.informed = torch.zeros(batch, spec.window - 1, dtype=torch.bool, device=device)
 
     def forget(self) -> None:
         """Drop the drafts (after a plain step moved the rows on)."""
