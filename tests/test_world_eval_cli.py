@@ -1,6 +1,7 @@
 """`lumina-mgpt eval` end to end on a tiny random model folder: every text-to-image category and the omni tasks
 that take each path of the pipeline adapter (multi-turn, several images, a named canvas, a given image prefix,
-text answers) run through the pipeline, the files are written and the scores are (near) zero."""
+text answers) run through the pipeline in decode batches, the files are written and the scores are (near)
+zero."""
 
 import json
 
@@ -25,10 +26,24 @@ ADAPTER_PATHS = ["editing_multiturn", "frames", "dual_i2i_seg", "detection", "ca
 def test_eval_runs_every_category_and_task_on_a_tiny_model(tmp_path):
     model = ours_folder(tmp_path / "model", max_units=8)
     out = tmp_path / "eval"
-    result = runner.invoke(app, [
-        "eval", "--model", str(model), "--out", str(out), "--prompts", "1", "--canvas", "96x96",
-        "--tasks", ",".join(ADAPTER_PATHS),
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(model),
+            "--out",
+            str(out),
+            "--prompts",
+            "3",
+            "--batch-size",
+            "2",
+            "--canvas",
+            "96x96",
+            "--tasks",
+            ",".join(ADAPTER_PATHS),
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
@@ -37,6 +52,28 @@ def test_eval_runs_every_category_and_task_on_a_tiny_model(tmp_path):
     assert "overall" in result.output
     assert summary["t2i"]["all"]["overall"] <= 0.5  # random weights: near zero
     assert json.loads((out / "settings.json").read_text())["canvases"] == [[96, 96]]
+
+
+def test_the_pipeline_adapter_gives_a_conversation_too_long_for_the_model_an_empty_reply(tmp_path):
+    from lumina_mgpt.pipeline import LuminaMGPTPipeline
+    from lumina_mgpt.world.cli import pipeline_chat_fn
+
+    pipe = LuminaMGPTPipeline.from_pretrained(ours_folder(tmp_path / "model", max_units=8))
+    short = [{"role": "user", "content": "Describe the image.", "images": []}]
+    long = [{"role": "user", "content": "red star " * 2000, "images": []}]
+    replies = pipeline_chat_fn(pipe, batch_size=1)([long, short, long], [0, 1, 2])
+    assert [sorted(r) for r in replies] == [
+        ["error", "images", "text"],
+        ["images", "text"],
+        ["error", "images", "text"],
+    ]
+    assert (
+        replies[0]["text"] == ""
+        and replies[0]["images"] == []
+        and "the model holds 2048" in replies[0]["error"]
+    )
+    alone = pipe.chat(short, seed=1)
+    assert replies[1]["text"] == alone.text
 
 
 def test_eval_rejects_a_bad_canvas_in_one_line(tmp_path):

@@ -24,13 +24,16 @@ def noise_generate(prompts, width, height, num_images_per_prompt, seed):
     ]
 
 
-def noise_chat(messages, seed):
-    image = (
-        next(m["images"][-1] for m in reversed(messages) if m["images"])
-        if any(m["images"] for m in messages)
-        else np.zeros((128, 128, 3), np.uint8)
-    )
-    return {"text": "maybe", "images": [_noise(image.shape, seed)]}
+def noise_chat(conversations, seeds):
+    replies = []
+    for messages, seed in zip(conversations, seeds, strict=True):
+        image = (
+            next(m["images"][-1] for m in reversed(messages) if m["images"])
+            if any(m["images"] for m in messages)
+            else np.zeros((128, 128, 3), np.uint8)
+        )
+        replies.append({"text": "maybe", "images": [_noise(image.shape, seed)]})
+    return replies
 
 
 def test_oracle_scores_one_everywhere(tmp_path):
@@ -103,9 +106,11 @@ def test_halves_can_be_skipped_and_runs_repeat(tmp_path):
         tmp_path / "b" / "items.jsonl"
     ).read_text()
 
-    def marked_chat(messages, seed):  # marks its images in the text, as the pipeline's chat does
-        reply = oracle_chat(messages, seed)
-        return {"text": reply["text"] + "<|image|>" * len(reply["images"]), "images": reply["images"]}
+    def marked_chat(conversations, seeds):  # marks its images in the text, as the pipeline's chat does
+        return [
+            {"text": reply["text"] + "<|image|>" * len(reply["images"]), "images": reply["images"]}
+            for reply in oracle_chat(conversations, seeds)
+        ]
 
     c = run_benchmark(
         None,
@@ -126,12 +131,38 @@ def test_bad_callables_and_tasks_raise(tmp_path):
         run_benchmark(None, oracle_chat, tasks=["t2i"], out_dir=tmp_path, progress=False)
     with pytest.raises(LuminaError, match="generate_fn must return"):
         run_benchmark(lambda prompts, w, h, n, seed: [], None, n_prompts=1, out_dir=tmp_path, progress=False)
-    with pytest.raises(LuminaError, match="chat_fn must return"):
-        run_benchmark(
-            None,
-            lambda messages, seed: "text",
-            n_prompts=1,
-            tasks=["captioning"],
-            out_dir=tmp_path,
-            progress=False,
-        )
+    for wrong, message in [
+        (lambda conversations, seeds: "text", "chat_fn must return a list of 2 replies"),
+        (lambda conversations, seeds: [{"text": "a"}], "chat_fn must return a list of 2 replies"),
+        (lambda conversations, seeds: ["a", "b"], "chat_fn's replies must be dicts"),
+    ]:
+        with pytest.raises(LuminaError, match=message):
+            run_benchmark(None, wrong, n_prompts=2, tasks=["captioning"], out_dir=tmp_path, progress=False)
+
+
+def test_chat_fn_answers_each_turn_of_a_task_set_in_one_batch(tmp_path):
+    """One call per canvas, task and turn, holding every item still talking (editing_multiturn's third item
+    has two turns), each conversation extended by its own earlier replies; seeds are per item, so the scores
+    are those of answering one conversation at a time."""
+    calls = []
+
+    def recording_chat(conversations, seeds):
+        calls.append((len(conversations), [len(c) for c in conversations], list(seeds)))
+        return oracle_chat(conversations, seeds)
+
+    def one_at_a_time(conversations, seeds):
+        return [oracle_chat([c], [s])[0] for c, s in zip(conversations, seeds, strict=True)]
+
+    options = dict(seed=0, n_prompts=3, canvases=[(128, 128)], progress=False)
+    options["tasks"] = ["captioning", "editing_multiturn"]
+    batched = run_benchmark(None, recording_chat, out_dir=tmp_path / "a", **options)
+    single = run_benchmark(None, one_at_a_time, out_dir=tmp_path / "b", **options)
+    assert [(n, lengths) for n, lengths, _ in calls] == [
+        (3, [1, 1, 1]),  # captioning: the user's turn
+        (3, [1, 1, 1]),  # editing_multiturn: first instruction of each item
+        (3, [3, 3, 3]),  # + first reply + second instruction
+        (2, [5, 5]),  # the two items with a third instruction
+    ]
+    assert calls[1][2] == calls[2][2] and calls[3][2] == calls[1][2][:2]  # an item keeps its seed
+    assert len(set(calls[0][2] + calls[1][2])) == 6
+    assert batched == single and batched["omni"]["all"] == {"captioning": 1.0, "editing_multiturn": 1.0}

@@ -265,11 +265,55 @@ class LuminaMGPTPipeline:
         room for four images); an image cut off by the limit is dropped and counted in
         `stats["unfinished_images"]`. `speculative`/`window`: as for text-to-image (image grids only).
         """
-        request = self.prepare_chat(messages, width, height, image_prefix)
-        room = self.transformer.config.max_position_embeddings - len(request.ids)
-        budget = max_new_tokens or min(
-            room, 4 * block_length(request.width, request.height, self.layout) + 256
-        )
+        return self.chat_many(
+            [self.prepare_chat(messages, width, height, image_prefix)],
+            cfg_scale,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            text_temperature=text_temperature,
+            text_top_k=text_top_k,
+            text_top_p=text_top_p,
+            force_size=force_size,
+            max_new_tokens=max_new_tokens,
+            callback=callback,
+            progress=progress,
+            speculative=speculative,
+            window=window,
+        )[0]
+
+    def chat_many(
+        self,
+        requests: Sequence[ChatRequest],
+        cfg_scale: float | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: Seed = None,
+        *,
+        text_temperature: float | None = None,
+        text_top_k: int | None = None,
+        text_top_p: float | None = None,
+        force_size: bool = True,
+        max_new_tokens: int | None = None,
+        callback: Callable[[Step], None] | None = None,
+        progress: bool = False,
+        speculative: Speculative = None,
+        window: int | None = None,
+    ) -> list[ChatOutput]:
+        """Answer several prepared chats (`prepare_chat`) as one decode batch, one reply each, in order.
+
+        Reply k samples from its own stream seeded `seed + k` (or `seed[k]`), so it is the reply `chat` gives
+        that conversation alone with that seed. Options as for `chat`; the default `max_new_tokens` is the
+        largest request's, within every prompt's room. Each reply's `stats` are the batch's, with its own
+        `unfinished_images`.
+        """
+        if not requests:
+            raise LuminaError("chat_many needs at least one chat request")
+        room = self.transformer.config.max_position_embeddings - max(len(r.ids) for r in requests)
+        wanted = max(4 * block_length(r.width, r.height, self.layout) + 256 for r in requests)
+        budget = max_new_tokens or min(room, wanted)
         settings = DecodeSettings(
             text=_override(self.preset.text, text_temperature, text_top_k, text_top_p),
             image=_override(self.preset.chat_image, temperature, top_k, top_p),
@@ -280,9 +324,21 @@ class LuminaMGPTPipeline:
         )
         with _Progress(budget, progress, callback) as watch:
             result = self.engine.generate(
-                [request.ids], settings, row_seeds(seed, 1), [(request.width, request.height)], callback=watch
+                [r.ids for r in requests],
+                settings,
+                row_seeds(seed, len(requests)),
+                [(r.width, r.height) for r in requests],
+                callback=watch,
             )
-        reply = request.prefix + result.tokens[0]
+        return [
+            self._chat_output(r.prefix + tokens, result.stats, _describe(settings))
+            for r, tokens in zip(requests, result.tokens, strict=True)
+        ]
+
+    def _chat_output(
+        self, reply: list[int], stats: dict[str, float], settings: dict[str, object]
+    ) -> ChatOutput:
+        """A reply's text (images marked), decoded images and statistics."""
         text, blocks, unfinished = [], [], 0
         for segment in split_response(reply, self.layout):
             if segment.kind == "text":
@@ -292,8 +348,13 @@ class LuminaMGPTPipeline:
                 blocks.append(segment.ids)
             else:
                 unfinished += 1
-        stats = result.stats | {"unfinished_images": unfinished}
-        return ChatOutput("".join(text), self._decode_blocks(blocks), reply, stats, _describe(settings))
+        return ChatOutput(
+            "".join(text),
+            self._decode_blocks(blocks),
+            reply,
+            stats | {"unfinished_images": unfinished},
+            settings,
+        )
 
     def prepare_chat(
         self,

@@ -154,8 +154,11 @@ class DecodeEngine:
             plain = not all_grid
             row_forwards += ~choose.done
             if plain:
-                before = choose.kept.clone()
-                token = choose(self._next_logits(run, token, bool(any_opened)), run.random.next())
+                before, idle = choose.kept.clone(), choose.done.long()
+                logits = self._next_logits(run, token, bool(any_opened))
+                # finished rows hold still (windows roll them back too), or they outgrow the cache
+                run.cache.rollback(torch.cat([idle, idle]) if run.cfg else idle)
+                token = choose(logits, run.random.next())
                 out.scatter_(1, before.unsqueeze(-1), token.unsqueeze(-1))
                 jacobi.forget()
             else:

@@ -12,25 +12,36 @@ from lumina_mgpt.errors import LuminaError
 _CANVAS_IN_PROMPT = re.compile(r" of (\d+)x(\d+)")
 
 
-def pipeline_generate_fn(pipe):
-    """The benchmark's `generate_fn` over a pipeline: templated prompts in, one list of images per prompt out."""
+def pipeline_generate_fn(pipe, batch_size: int = 32):
+    """The benchmark's `generate_fn` over a pipeline: templated prompts in, one list of images per prompt out,
+    `batch_size` prompts per pipeline call (image k of the request still samples with seed + k)."""
     from lumina_mgpt.unirep import parse_t2i_prompt
 
     def generate(prompts: list[str], width: int, height: int, per_prompt: int, seed: int) -> list[list]:
         descriptions = [(parse_t2i_prompt(p) or (p,))[0] for p in prompts]
-        images = pipe(descriptions, width=width, height=height, num_images_per_prompt=per_prompt, seed=seed).images
+        images = []
+        for start in range(0, len(descriptions), batch_size):
+            chunk = descriptions[start : start + batch_size]
+            images += pipe(
+                chunk,
+                width=width,
+                height=height,
+                num_images_per_prompt=per_prompt,
+                seed=seed + start * per_prompt,
+            ).images
         return [images[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]
 
     return generate
 
 
-def pipeline_chat_fn(pipe):
-    """The benchmark's `chat_fn` over a pipeline: a trailing assistant message with an image becomes the reply's
-    given upper half (v2 i2i); drawn images take the canvas named in the request ("... of WxH ..."), else the
-    size of the latest input image (tasks answer on the same canvas)."""
+def pipeline_chat_fn(pipe, batch_size: int = 32):
+    """The benchmark's `chat_fn` over a pipeline, `batch_size` conversations per decode batch. A trailing
+    assistant message with an image becomes the reply's given upper half (v2 i2i); drawn images take the canvas
+    named in the request ("... of WxH ..."), else the size of the latest input image (tasks answer on the same
+    canvas). A conversation the model cannot take (too long) gets an empty reply with its "error"."""
     import numpy as np
 
-    def chat(messages: list[dict], seed: int) -> dict:
+    def request(messages: list[dict]):
         prefix = None
         if messages[-1]["role"] == "assistant":
             prefix, messages = messages[-1]["images"][0], messages[:-1]
@@ -42,8 +53,23 @@ def pipeline_chat_fn(pipe):
             height, width = images[-1].shape[:2]
         else:
             width = height = None
-        reply = pipe.chat(messages, width=width, height=height, seed=seed, image_prefix=prefix)
-        return {"text": reply.text, "images": reply.images}
+        return pipe.prepare_chat(messages, width, height, image_prefix=prefix)
+
+    def chat(conversations: list[list[dict]], seeds: list[int]) -> list[dict]:
+        replies: list[dict] = [{"text": "", "images": []} for _ in conversations]
+        answerable, requests = [], []
+        for k, messages in enumerate(conversations):
+            try:
+                requests.append(request(messages))
+                answerable.append(k)
+            except LuminaError as error:  # e.g. a conversation grown past the context by the model's replies
+                replies[k]["error"] = str(error)
+        for start in range(0, len(requests), batch_size):
+            chunk = answerable[start : start + batch_size]
+            outputs = pipe.chat_many(requests[start : start + batch_size], seed=[seeds[k] for k in chunk])
+            for k, out in zip(chunk, outputs, strict=True):
+                replies[k] = {"text": out.text, "images": out.images}
+        return replies
 
     return chat
 
@@ -56,15 +82,26 @@ def _canvas(text: str) -> tuple[int, int]:
 
 
 def evaluate(
-    model: Annotated[str | None, typer.Option(help="Model folder or hub id; default: the shipped shapes model.")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for the images, items.jsonl and summary.json.")] = Path("eval"),
+    model: Annotated[
+        str | None, typer.Option(help="Model folder or hub id; default: the shipped shapes model.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the images, items.jsonl and summary.json.")] = Path(
+        "eval"
+    ),
     seed: Annotated[int, typer.Option(help="Seed of the benchmark's prompts and of sampling.")] = 0,
-    prompts: Annotated[int, typer.Option(min=1, help="Prompts per category (and items per omni task).")] = 100,
+    prompts: Annotated[
+        int, typer.Option(min=1, help="Prompts per category (and items per omni task).")
+    ] = 100,
     images_per_prompt: Annotated[int, typer.Option(min=1, help="Images drawn for each prompt.")] = 1,
-    canvas: Annotated[list[str] | None, typer.Option(help="Canvas WxH (repeatable); default 128x128 160x96 96x160.")] = None,
-    tasks: Annotated[str | None, typer.Option(help="Comma-separated omni tasks, 'none', or all (default).")] = None,
+    canvas: Annotated[
+        list[str] | None, typer.Option(help="Canvas WxH (repeatable); default 128x128 160x96 96x160.")
+    ] = None,
+    tasks: Annotated[
+        str | None, typer.Option(help="Comma-separated omni tasks, 'none', or all (default).")
+    ] = None,
     t2i: Annotated[bool, typer.Option(help="Score the text-to-image categories.")] = True,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cpu).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prompts or conversations per decode batch.")] = 32,
 ) -> None:
     """Run the shapes-world benchmark and print a GenEval-style table."""
     from lumina_mgpt.pipeline import LuminaMGPTPipeline
@@ -74,21 +111,40 @@ def evaluate(
     canvases = [_canvas(c) for c in canvas] if canvas else list(DEFAULT_CANVASES)
     pipe = LuminaMGPTPipeline.from_pretrained(model, device=device)
     summary = run_benchmark(
-        pipeline_generate_fn(pipe) if t2i else None,
-        pipeline_chat_fn(pipe) if chosen else None,
-        seed=seed, n_prompts=prompts, images_per_prompt=images_per_prompt, canvases=canvases,
-        tasks=chosen, out_dir=out,
+        pipeline_generate_fn(pipe, batch_size) if t2i else None,
+        pipeline_chat_fn(pipe, batch_size) if chosen else None,
+        seed=seed,
+        n_prompts=prompts,
+        images_per_prompt=images_per_prompt,
+        canvases=canvases,
+        tasks=chosen,
+        out_dir=out,
     )
-    (out / "settings.json").write_text(json.dumps({"model": model or "default", "seed": seed, "prompts": prompts,
-        "images_per_prompt": images_per_prompt, "canvases": canvases, "tasks": chosen}, indent=2))
+    (out / "settings.json").write_text(
+        json.dumps(
+            {
+                "model": model or "default",
+                "seed": seed,
+                "prompts": prompts,
+                "images_per_prompt": images_per_prompt,
+                "canvases": canvases,
+                "tasks": chosen,
+            },
+            indent=2,
+        )
+    )
     typer.echo(format_table(summary))
 
 
 def train_tokenizer(
     out: Annotated[Path, typer.Option(help="Folder to write tokenizer.json into.")],
-    vocab_size: Annotated[int, typer.Option(help="Total vocabulary: special, text and image-code tokens.")] = 2048,
-    image_tokenizer: Annotated[str | None, typer.Option(help="Its codebook size sets the image tokens; "
-                                                        "default: the shipped shapes VQ.")] = None,
+    vocab_size: Annotated[
+        int, typer.Option(help="Total vocabulary: special, text and image-code tokens.")
+    ] = 2048,
+    image_tokenizer: Annotated[
+        str | None,
+        typer.Option(help="Its codebook size sets the image tokens; default: the shipped shapes VQ."),
+    ] = None,
     max_size_units: Annotated[int, typer.Option(help="Largest image side, in 32-pixel units.")] = 8,
     samples: Annotated[int, typer.Option(min=1, help="World tasks whose texts train the BPE.")] = 20000,
     seed: Annotated[int, typer.Option(help="Seed of the sampled tasks.")] = 0,

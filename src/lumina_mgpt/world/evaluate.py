@@ -2,11 +2,13 @@
 a landscape and a portrait canvas, for any model given as two callables.
 
     generate_fn(prompts: list[str], width, height, num_images_per_prompt, seed) -> list[list[PIL.Image]]
-    chat_fn(messages: list[dict], seed) -> {"text": str, "images": [PIL.Image, ...]}
+    chat_fn(conversations: list[list[dict]], seeds: list[int]) -> [{"text": str, "images": [PIL.Image, ...]}, ...]
 
-Messages are `{"role", "content", "images"}` dicts (see `tasks.py`); a list that ends with an assistant
-message asks for its continuation (dual-panel i2i). A reply's text may mark its images with `<|image|>`;
-the markers are dropped before scoring.
+`chat_fn` answers a batch of conversations, one reply each, conversation k sampled with `seeds[k]`: all the
+items of one task and canvas at a time, turn by turn. A conversation is a list of `{"role", "content",
+"images"}` dicts (see `tasks.py`); one that ends with an assistant message asks for its continuation
+(dual-panel i2i). A reply's text may mark its images with `<|image|>`; the markers are dropped before scoring.
+A reply may carry an "error" (why the model could not answer; it is scored as it stands and kept in the record).
 
 Writes every image, `items.jsonl` (one line per scored image or task, with its verdict) and `summary.json`
 under `out_dir`; returns the summary.
@@ -31,7 +33,7 @@ from lumina_mgpt.world.tasks import IMAGE, OMNI_KINDS, TASK_KINDS, Task, assista
 DEFAULT_CANVASES: tuple[tuple[int, int], ...] = ((128, 128), (160, 96), (96, 160))
 
 GenerateFn = Callable[[list[str], int, int, int, int], list[list[Image.Image]]]
-ChatFn = Callable[[list[dict], int], dict]
+ChatFn = Callable[[list[list[dict]], list[int]], list[dict]]
 
 
 def _seed(seed: int, *keys: int) -> int:
@@ -51,22 +53,30 @@ def _save(image, path: Path) -> str:
     return str(path)
 
 
-def _run_task(task: Task, chat_fn: ChatFn, seed: int) -> list[dict]:
-    """Send the task's turns one by one; each reply joins the conversation as an assistant message."""
-    history: list[dict] = []
-    replies = []
-    for turn in task.turns:
-        history += turn
-        reply = chat_fn(list(history), seed)
-        if not isinstance(reply, dict):
-            raise LuminaError(
-                f"chat_fn must return a dict with 'text' and 'images', got {type(reply).__name__}"
-            )
-        images = [as_array(image, "a chat reply image") for image in reply.get("images") or []]
-        text = reply.get("text") or ""
-        content = text if text.count(IMAGE) == len(images) else text.replace(IMAGE, "") + IMAGE * len(images)
-        replies.append({"text": text.replace(IMAGE, ""), "images": images})
-        history.append(assistant(content, images))
+def _run_tasks(tasks: Sequence[Task], chat_fn: ChatFn, seeds: Sequence[int]) -> list[list[dict]]:
+    """Send the tasks' turns one by one, turn t of every task in one `chat_fn` call; each reply joins its
+    conversation as an assistant message. Returns each task's replies."""
+    histories: list[list[dict]] = [[] for _ in tasks]
+    replies: list[list[dict]] = [[] for _ in tasks]
+    for turn in range(max((len(task.turns) for task in tasks), default=0)):
+        live = [i for i, task in enumerate(tasks) if turn < len(task.turns)]
+        for i in live:
+            histories[i] += tasks[i].turns[turn]
+        answers = chat_fn([list(histories[i]) for i in live], [seeds[i] for i in live])
+        if not isinstance(answers, list) or len(answers) != len(live):
+            raise LuminaError(f"chat_fn must return a list of {len(live)} replies, one per conversation")
+        for i, reply in zip(live, answers, strict=True):
+            if not isinstance(reply, dict):
+                raise LuminaError(
+                    f"chat_fn's replies must be dicts with 'text' and 'images', got {type(reply).__name__}"
+                )
+            images = [as_array(image, "a chat reply image") for image in reply.get("images") or []]
+            text = reply.get("text") or ""
+            marked = text.count(IMAGE) == len(images)
+            content = text if marked else text.replace(IMAGE, "") + IMAGE * len(images)
+            error = {"error": str(reply["error"])} if reply.get("error") else {}
+            replies[i].append({"text": text.replace(IMAGE, ""), "images": images, **error})
+            histories[i].append(assistant(content, images))
     return replies
 
 
@@ -109,9 +119,8 @@ def _t2i_items(
                 )
 
 
-def _omni_item(chat_fn: ChatFn, task: Task, index: int, seed: int, out: Path) -> dict:
-    """Run and score one omni task; its record (inputs and replies saved as images)."""
-    replies = _run_task(task, chat_fn, seed)
+def _omni_record(task: Task, index: int, replies: list[dict], out: Path) -> dict:
+    """Score one omni task's replies; its record (inputs and replies saved as images)."""
     verdict = score_task(task, replies)
     folder = out / "omni" / f"{task.width}x{task.height}" / task.kind
     inputs = [im for turn in task.turns for m in turn for im in m["images"]]
@@ -124,6 +133,7 @@ def _omni_item(chat_fn: ChatFn, task: Task, index: int, seed: int, out: Path) ->
         "inputs": [_save(im, folder / f"{index:04d}_input{j}.png") for j, im in enumerate(inputs)],
         "replies": [
             {
+                **({"error": r["error"]} if "error" in r else {}),
                 "text": r["text"],
                 "images": [
                     _save(im, folder / f"{index:04d}_turn{t}_{j}.png") for j, im in enumerate(r["images"])
@@ -180,9 +190,11 @@ def run_benchmark(
                     items.write(json.dumps(record, default=_json) + "\n")
                     bar.update()
             for kind in tasks:
-                for i, task in enumerate(task_sets[name, kind]):
-                    task_seed = _seed(seed, ci, len(CATEGORIES) + TASK_KINDS.index(kind), i)
-                    record = _omni_item(chat_fn, task, i, task_seed, out)
+                chosen = task_sets[name, kind]
+                key = len(CATEGORIES) + TASK_KINDS.index(kind)
+                replies = _run_tasks(chosen, chat_fn, [_seed(seed, ci, key, i) for i in range(len(chosen))])
+                for i, (task, answer) in enumerate(zip(chosen, replies, strict=True)):
+                    record = _omni_record(task, i, answer, out)
                     omni[name][kind].append(record["score"])
                     items.write(json.dumps(record, default=_json) + "\n")
                     bar.update()

@@ -155,8 +155,13 @@ def _latest_image(messages: list[dict]) -> np.ndarray:
     raise LuminaError("the conversation holds no image")
 
 
-def oracle_chat(messages: list[dict], seed: int) -> dict:
-    """A chat model answering every omni task of the benchmark: {"text": str, "images": [PIL images]}."""
+def oracle_chat(conversations: list[list[dict]], seeds: list[int]) -> list[dict]:
+    """A chat model answering every omni task of the benchmark: one {"text", "images"} reply per conversation."""
+    return [oracle_reply(messages, seed) for messages, seed in zip(conversations, seeds, strict=True)]
+
+
+def oracle_reply(messages: list[dict], seed: int) -> dict:
+    """The oracle's reply to one conversation: {"text": str, "images": [PIL images]}."""
     rng = np.random.default_rng(seed)
     prefix = messages[-1] if messages[-1]["role"] == "assistant" else None
     text = messages[-2 if prefix else -1]["content"]
