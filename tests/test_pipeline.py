@@ -14,7 +14,6 @@ from lumina_mgpt.generate.tasks import task_message
 from lumina_mgpt.pipeline import LuminaMGPTPipeline, check_size
 from lumina_mgpt.text import serialize
 from lumina_mgpt.unirep import (
-    block_length,
     decode_image_block,
     encode_image_block,
     find_image_blocks,
@@ -252,9 +251,12 @@ def _replies_match(alone, together) -> None:
         assert a.stats["unfinished_images"] == b.stats["unfinished_images"]
 
 
-def test_chat_many_gives_each_conversation_the_reply_it_gets_alone(folder):
-    """Prompts of different lengths and canvases (an edit, a question, an i2i with its given upper half) in one
-    decode batch: reply k is `chat`'s reply to conversation k alone with seed + k, tokens, text and images."""
+@pytest.mark.parametrize("speculative", ["off", "exact"])
+def test_chat_many_gives_each_conversation_the_reply_it_gets_alone(folder, speculative):
+    """Prompts of different lengths and canvases (an edit, a question, i2i replies continuing given upper
+    halves) in one decode batch: reply k is `chat`'s reply to conversation k alone with seed + k (tokens, text,
+    images). With exact speculative decoding too: alone a grid is decoded in windows, in a batch with a row
+    that talks it may take one-token steps, and its draws are keyed to token indices either way."""
     pipe = LuminaMGPTPipeline.from_pretrained(folder)
     favour_token(pipe.transformer, pipe.layout.image_start_id, 2.0)  # some rows draw, some talk
     edit = [
@@ -263,46 +265,31 @@ def test_chat_many_gives_each_conversation_the_reply_it_gets_alone(folder):
     question = [
         {"role": "user", "content": task_message("qa", "Is it red?", 64, 64), "images": [scene(64, 64)]}
     ]
+    words = ["a photo of a red star", "a photo of two blue circles", "a photo of a green heart"]
     i2i = [
-        {
-            "role": "user",
-            "content": task_message("i2i", "a photo of a red star", 64, 128, map_name="edge map"),
-        }
+        (
+            [{"role": "user", "content": task_message("i2i", w, 64, 128, map_name="edge map")}],
+            dict(image_prefix=scene(64, 64, 10 + k)),
+        )
+        for k, w in enumerate(words)
     ]
-    chats = [(edit, dict(width=96, height=64)), (question, {}), (i2i, dict(image_prefix=scene(64, 64, 3)))]
-    options = dict(cfg_scale=2.0, max_new_tokens=120, speculative="off")
+    chats = [(edit, dict(width=96, height=64)), (question, {}), *i2i]
+    options = dict(cfg_scale=2.0, max_new_tokens=200, speculative=speculative, window=8)
     alone = [pipe.chat(m, seed=7 + k, **where, **options) for k, (m, where) in enumerate(chats)]
-    together = pipe.chat_many([pipe.prepare_chat(m, **where) for m, where in chats], seed=7, **options)
-    _replies_match(alone, together)
-    assert any(r.images for r in together) and any("<|image|>" not in r.text for r in together)
+    requests = [pipe.prepare_chat(m, **where) for m, where in chats]
+    _replies_match(alone, pipe.chat_many(requests, seed=7, **options))
+    assert [r.text.count("<|image|>") for r in alone] == [1, 0, 1, 1, 1]
+    # without the talking row the batch takes windows, and rows that reach their end first (their windows
+    # took more) hold still in the KV cache while the others go on
+    drawing = [0, 2, 3, 4]
+    _replies_match(
+        [alone[k] for k in drawing],
+        pipe.chat_many([requests[k] for k in drawing], seed=[7 + k for k in drawing], **options),
+    )
+    if speculative == "exact":
+        assert alone[2].stats["window_forwards"] > 0
     with pytest.raises(LuminaError, match="at least one chat request"):
         pipe.chat_many([])
-
-
-def test_speculative_chat_many_matches_alone_when_the_rows_enter_their_grids_together(pipe):
-    """Exact speculative decoding keeps a row's tokens when the batch's rows share their grid steps (here:
-    i2i replies continuing given upper halves of one canvas, up to the image end); see `speculative.py`. Rows
-    that finish early hold still in the cache while the others go on."""
-    words = ["a photo of a red star", "a photo of two blue circles", "a photo of a green heart"]
-    chats = [
-        [{"role": "user", "content": task_message("i2i", w, 64, 128, map_name="edge map")}] for w in words
-    ]
-    prefixes = [scene(64, 64, 10 + k) for k in range(3)]
-    lower_half = block_length(64, 128, pipe.layout) - block_length(64, 64, pipe.layout) + 1
-    options = dict(cfg_scale=2.0, max_new_tokens=lower_half, speculative="exact", window=8)
-    alone = [
-        pipe.chat(m, image_prefix=p, seed=3 + k, **options)
-        for k, (m, p) in enumerate(zip(chats, prefixes, strict=True))
-    ]
-    requests = [pipe.prepare_chat(m, image_prefix=p) for m, p in zip(chats, prefixes, strict=True)]
-    together = pipe.chat_many(requests, seed=[3, 4, 5], **options)
-    _replies_match(alone, together)
-    assert together[0].stats["window_forwards"] > 0 and [len(r.images) for r in together] == [1, 1, 1]
-    # on past the image: rows that reach the budget first (their windows took more) wait in the cache while
-    # the others take text steps
-    longer = pipe.chat_many(requests, seed=[3, 4, 5], **options | dict(max_new_tokens=150))
-    assert [r.images[0].size for r in longer] == [(64, 128)] * 3
-    assert [len(r.tokens) - len(q.prefix) for r, q in zip(longer, requests, strict=True)] == [150] * 3
 
 
 def test_chat_input_errors(pipe):

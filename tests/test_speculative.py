@@ -202,7 +202,7 @@ def test_above_drafts_copy_the_nearest_committed_code_up_the_column():
     spec = SpeculativeSettings(window=12)
     one = torch.tensor([0])
     state = BlockState(*(one.clone() for _ in range(7)))
-    decoder = JacobiDecoder(engine, state, settings(spec), [0])
+    decoder = JacobiDecoder(engine, state, settings(spec), [0], torch.tensor([1024]))
     code = LAYOUT.image_token_ids
     # a 4-column grid (a line is 4 codes and an eol): row 0 done, row 1 up to its third code
     out = torch.tensor(

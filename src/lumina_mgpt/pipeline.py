@@ -305,15 +305,18 @@ class LuminaMGPTPipeline:
         """Answer several prepared chats (`prepare_chat`) as one decode batch, one reply each, in order.
 
         Reply k samples from its own stream seeded `seed + k` (or `seed[k]`), so it is the reply `chat` gives
-        that conversation alone with that seed. Options as for `chat`; the default `max_new_tokens` is the
-        largest request's, within every prompt's room. Each reply's `stats` are the batch's, with its own
-        `unfinished_images`.
+        that conversation alone with that seed. Options as for `chat` (each reply has its own default
+        `max_new_tokens`). Each reply's `stats` are the batch's, with its own `unfinished_images`.
         """
         if not requests:
             raise LuminaError("chat_many needs at least one chat request")
-        room = self.transformer.config.max_position_embeddings - max(len(r.ids) for r in requests)
-        wanted = max(4 * block_length(r.width, r.height, self.layout) + 256 for r in requests)
-        budget = max_new_tokens or min(room, wanted)
+        positions = self.transformer.config.max_position_embeddings
+        budgets = [
+            max_new_tokens
+            or min(positions - len(r.ids), 4 * block_length(r.width, r.height, self.layout) + 256)
+            for r in requests
+        ]
+        budget = max(budgets)
         settings = DecodeSettings(
             text=_override(self.preset.text, text_temperature, text_top_k, text_top_p),
             image=_override(self.preset.chat_image, temperature, top_k, top_p),
@@ -329,6 +332,7 @@ class LuminaMGPTPipeline:
                 row_seeds(seed, len(requests)),
                 [(r.width, r.height) for r in requests],
                 callback=watch,
+                budgets=budgets,
             )
         return [
             self._chat_output(r.prefix + tokens, result.stats, _describe(settings))

@@ -92,17 +92,19 @@ class DecodeEngine:
         seeds: list[int],
         sizes: list[tuple[int, int] | None] | None = None,
         callback: Callable[[Step], None] | None = None,
+        budgets: list[int] | None = None,
     ) -> DecodeResult:
         """Continue every prompt (one row each) until a stop token or `settings.max_new_tokens`.
 
         `sizes[b]` is the `(W, H)` in pixels of the images row b generates (forced size tokens), `seeds[b]` its
-        random stream. A prompt may end inside an open image block (a given image prefix). The tensors a
-        callback sees are reused from step to step: clone what you keep.
+        random stream, `budgets[b]` (at most `max_new_tokens`) its own limit of new tokens. A prompt may end
+        inside an open image block (a given image prefix). The tensors a callback sees are reused from step to
+        step: clone what you keep.
         """
         if settings.speculative is not None:
-            return self._generate_speculative(prompts, settings, seeds, sizes, callback)
+            return self._generate_speculative(prompts, settings, seeds, sizes, callback, budgets)
         began = time.perf_counter()
-        run = self._start(prompts, settings, seeds, sizes)
+        run = self._start(prompts, settings, seeds, sizes, budgets)
         choose, logits = run.choose, run.logits
         out = torch.zeros(len(prompts), settings.max_new_tokens, dtype=torch.long, device=self.device)
         for step in range(settings.max_new_tokens):
@@ -123,24 +125,25 @@ class DecodeEngine:
         seeds: list[int],
         sizes: list[tuple[int, int] | None] | None,
         callback: Callable[[Step], None] | None,
+        budgets: list[int] | None,
     ) -> DecodeResult:
         """The decode loop with speculative Jacobi windows: while every unfinished row is inside an image grid
         one forward commits 1..window tokens per row; otherwise a plain one-token step."""
         began = time.perf_counter()
         window = settings.speculative.window
-        run = self._start(prompts, settings, seeds, sizes, extra_slots=window)
+        run = self._start(prompts, settings, seeds, sizes, budgets, extra_slots=window)
         choose, state = run.choose, run.state
-        jacobi = JacobiDecoder(self, state, settings, seeds)
+        jacobi = JacobiDecoder(self, state, settings, seeds, choose.budget)
         out = torch.zeros(
             len(prompts), settings.max_new_tokens + window, dtype=torch.long, device=self.device
         )
-        token = choose(run.logits, run.random.next())
+        token = choose(run.logits, *jacobi.one_token_draws(run.logits, choose.kept))
         out[:, 0] = token
         forwards, windows, reported = 1, 0, 0
         row_forwards = torch.ones_like(choose.kept)  # forwards each row took part in while unfinished
         plain = True  # the last round was a plain step (its image starts matter to the unconditional rows)
         while True:
-            choose.done |= choose.kept >= settings.max_new_tokens
+            choose.done |= choose.kept >= choose.budget
             state.mode.masked_fill_(choose.done, Mode.DONE)
             in_grid = (state.mode == Mode.GRID) | choose.done
             unfinished = choose.kept.masked_fill(choose.done, settings.max_new_tokens).min()
@@ -158,7 +161,7 @@ class DecodeEngine:
                 logits = self._next_logits(run, token, bool(any_opened))
                 # finished rows hold still (windows roll them back too), or they outgrow the cache
                 run.cache.rollback(torch.cat([idle, idle]) if run.cfg else idle)
-                token = choose(logits, run.random.next())
+                token = choose(logits, *jacobi.one_token_draws(logits, choose.kept))
                 out.scatter_(1, before.unsqueeze(-1), token.unsqueeze(-1))
                 jacobi.forget()
             else:
@@ -175,21 +178,27 @@ class DecodeEngine:
         settings: DecodeSettings,
         seeds: list[int],
         sizes: list[tuple[int, int] | None] | None,
+        budgets: list[int] | None,
         extra_slots: int = 0,
     ) -> "_Run":
         """Check the request, build the grammar state, random streams and KV cache, and prefill."""
         batch, cfg = len(prompts), settings.cfg_scale != 1.0
         sizes = sizes if sizes is not None else [None] * batch
-        if len(seeds) != batch or len(sizes) != batch:
-            raise LuminaError(f"got {batch} prompts, {len(seeds)} seeds and {len(sizes)} sizes")
+        budgets = budgets if budgets is not None else [settings.max_new_tokens] * batch
+        if len(seeds) != batch or len(sizes) != batch or len(budgets) != batch:
+            raise LuminaError(
+                f"got {batch} prompts, {len(seeds)} seeds, {len(sizes)} sizes and {len(budgets)} budgets"
+            )
         if any(len(p) == 0 for p in prompts):
             raise LuminaError("a prompt is empty")
+        if not all(1 <= b <= settings.max_new_tokens for b in budgets):
+            raise LuminaError(f"every row's budget must lie in 1..max_new_tokens ({settings.max_new_tokens})")
         state = self.grammar.start(prompts, sizes if settings.force_size else [None] * batch)
         rows = prompts + ([self._uncond_context(p) for p in prompts] if cfg else [])
         capacity = max(len(p) for p in prompts) + settings.max_new_tokens + extra_slots
         cache = KVCache(self.model.config, len(rows), capacity, _model_dtype(self.model), self.device)
         logits = self._prefill(rows, cache)
-        choose = _TokenChooser(self, state, settings, logits.shape)
+        choose = _TokenChooser(self, state, settings, logits.shape, budgets)
         return _Run(state, RowRandom(seeds, self.device), cache, choose, cfg, logits)
 
     def _next_logits(self, run: "_Run", token: torch.Tensor, any_opened: bool) -> torch.Tensor:
@@ -270,26 +279,37 @@ class _TokenChooser:
     and replayed, so its few dozen small kernels cost one launch."""
 
     def __init__(
-        self, engine: DecodeEngine, state: BlockState, settings: DecodeSettings, shape: torch.Size
+        self,
+        engine: DecodeEngine,
+        state: BlockState,
+        settings: DecodeSettings,
+        shape: torch.Size,
+        budgets: list[int],
     ) -> None:
         batch, device = len(state.mode), engine.device
         self.engine, self.state, self.settings = engine, state, settings
         self.knobs = _row_settings(settings, device)
         self.logits = torch.zeros(shape, device=device)  # input: [rows, V], conditional rows first
         self.uniforms = torch.zeros(batch, device=device)  # input: one uniform per row
+        self.chosen = torch.full((batch,), -1, dtype=torch.long, device=device)  # input: a set token, or -1
         self.step_logits = torch.zeros(batch, shape[1], device=device)  # after guidance, before masks
         self.token = torch.zeros(batch, dtype=torch.long, device=device)
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
         self.kept = torch.zeros(batch, dtype=torch.long, device=device)  # new tokens per row, stop included
+        self.budget = torch.tensor(budgets, dtype=torch.long, device=device)  # each row's most new tokens
         self.opened = torch.zeros(batch, dtype=torch.bool, device=device)  # an image started in this step
         self.flags = torch.zeros(2, dtype=torch.bool, device=device)  # all rows done, any image opened
         self.graph: torch.cuda.CUDAGraph | None = None
         self.steps = 0
 
-    def __call__(self, logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-        """Each row's next token (a reused buffer), from the forward's last-token logits."""
+    def __call__(
+        self, logits: torch.Tensor, uniforms: torch.Tensor, chosen: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Each row's next token (a reused buffer), from the forward's last-token logits; `chosen[b]` >= 0
+        takes that token instead of a sample where the grammar expects an image code."""
         self.logits.copy_(logits)
         self.uniforms.copy_(uniforms)
+        self.chosen.copy_(chosen) if chosen is not None else self.chosen.fill_(-1)
         if self.graph is None and self.steps > 0 and self.logits.is_cuda and self.engine.cuda_graphs:
             # step 0 ran eagerly, which warmed every kernel up
             self.graph = torch.cuda.CUDAGraph()
@@ -314,13 +334,14 @@ class _TokenChooser:
         self.step_logits.copy_(cond)
         masked = cond + engine.grammar.masks[kind]
         token = sample_tokens(masked, self.uniforms, self.knobs.max_k, *self.knobs.pick(state.in_image))
+        token = torch.where((self.chosen >= 0) & (kind == Kind.CODE), self.chosen, token)
         token = torch.where(forced >= 0, forced, token).masked_fill(self.done, 0)
         stop = (token.unsqueeze(-1) == engine.stop_ids).any(-1)
         if settings.stop_at_image_end:
             stop |= kind == Kind.END
         engine.grammar.advance(state, token, kind)
         self.kept += ~self.done
-        self.done |= stop
+        self.done |= stop | (self.kept >= self.budget)
         state.mode.masked_fill_(self.done, Mode.DONE)
         self.token.copy_(token)
         self.opened.copy_(state.mode == Mode.SIZE_H)

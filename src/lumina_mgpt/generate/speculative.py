@@ -30,8 +30,11 @@ Modes (`SpeculativeSettings`):
   residual max(0, p − min(q, 0.99)) only when it holds all the mass), the filters re-applied. Not exact: it
   favours drafts.
 
-Random numbers are a counter-based hash of (row seed, purpose, counters), computed on the device: a row's
-tokens do not depend on the other rows of its batch when the rows enter their grids together (text-to-image).
+Random numbers are a counter-based hash of (row seed, purpose, counters), computed on the device. One-token
+steps (text, and grid tokens while another row of the batch is outside its grid) draw with uniforms keyed by the
+row's token index; in the coupled mode their grid codes take the Gumbel noise of that index too, so a row's tokens
+do not depend on the other rows of its batch (chats of any mix). In the other modes that holds when the rows
+share their grid steps (text-to-image).
 The reference mode keeps this engine's unconditional context (the image block alone; v2's unconditional row
 also sees the turn separator before it) and windows (from the first grid token up to the image end).
 """
@@ -105,7 +108,7 @@ def speculative_settings(
 
 _MASK32 = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B9
-_ACCEPT, _SAMPLE, _RESAMPLE, _INIT, _GUMBEL = range(1, 6)  # purposes: independent streams
+_ACCEPT, _SAMPLE, _RESAMPLE, _INIT, _GUMBEL, _TEXT = range(1, 7)  # purposes: independent streams
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -208,13 +211,19 @@ class JacobiDecoder:
     every unfinished row is inside an image grid."""
 
     def __init__(
-        self, engine: "DecodeEngine", state: BlockState, settings: "DecodeSettings", seeds: list[int]
+        self,
+        engine: "DecodeEngine",
+        state: BlockState,
+        settings: "DecodeSettings",
+        seeds: list[int],
+        budget: torch.Tensor,
     ) -> None:
+        """`budget[b]`: row b's most new tokens."""
         spec, layout, device = settings.speculative, engine.layout, engine.device
         self.spec, self.state, self.image = spec, state, settings.image
         self.hidden = engine._hidden  # the (maybe compiled) transformer body
         self.cfg_scale = settings.cfg_scale
-        self.max_new_tokens, self.stop_at_image_end = settings.max_new_tokens, settings.stop_at_image_end
+        self.budget, self.stop_at_image_end = budget, settings.stop_at_image_end
         self.stop_ids, self.eol, self.end = engine.stop_ids, layout.eol_id, layout.image_end_id
         self.codes = layout.image_token_ids.to(device)
         self.code_of = layout.code_of_id.to(device)
@@ -231,6 +240,23 @@ class JacobiDecoder:
         self.recycled = torch.zeros(batch, dtype=torch.long, device=device)  # leading drafts still aligned
         # whether each draft was predicted with the grid row above it committed (see _fresh_drafts)
         self.informed = torch.zeros(batch, spec.window - 1, dtype=torch.bool, device=device)
+
+    def one_token_draws(self, logits: torch.Tensor, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For a one-token step over last-token `logits` (all rows, unconditional after): each row's sampling
+        uniform, keyed by its token index, and each grid row's code as the coupled mode's window would commit
+        it at that index (-1 for other rows and modes; the chooser takes it only where a code is due). So a row's tokens do not depend on when its batch
+        takes windows and when one-token steps (coupled mode)."""
+        uniforms = self.noise.uniform(_TEXT, kept).float()
+        if not self.coupled:
+            return uniforms, torch.full_like(kept, -1)
+        codes = logits[:, self.codes].float()
+        if self.cfg_scale != 1.0:
+            cond, uncond = codes.chunk(2)
+            codes = uncond + self.cfg_scale * (cond - uncond)
+        logp = target_logprobs(codes, self.image)
+        gumbel = self.noise.gumbel(kept.unsqueeze(-1), len(self.codes)).squeeze(1)
+        chosen = self.codes[(logp.double() + gumbel).argmax(-1)]
+        return uniforms, torch.where(self.state.mode == Mode.GRID, chosen, -1)
 
     def forget(self) -> None:
         """Drop the drafts (after a plain step moved the rows on)."""
@@ -256,7 +282,7 @@ class JacobiDecoder:
         eol = (index % line.unsqueeze(-1) == state.cols.unsqueeze(-1)) & (index < end_at.unsqueeze(-1))
         forced = torch.where(index == end_at.unsqueeze(-1), self.end, torch.where(eol, self.eol, -1))
         active = (state.mode == Mode.GRID) & ~done
-        room = torch.minimum(end_at - start + 1, self.max_new_tokens - kept).clamp(max=n)
+        room = torch.minimum(end_at - start + 1, self.budget - kept).clamp(max=n)
         room = room.masked_fill(~active, 0)  # tokens a row may commit: up to its image end and budget
 
         self._fresh_drafts(kept, start, line, out)
