@@ -1,6 +1,8 @@
 """The decode loop on tiny random models: Uni-Rep validity, forced sizes, batched CFG against a two-pass
 reference, batched == alone, image prefixes, several images per response, stopping, text/image settings."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from test_generate_helpers import TEXT_IDS, favour_token, one_thread, tiny_layout, tiny_model
@@ -8,6 +10,7 @@ from test_generate_helpers import TEXT_IDS, favour_token, one_thread, tiny_layou
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings, Step
 from lumina_mgpt.generate.sampling import SamplingSettings
+from lumina_mgpt.generate.speculative import SpeculativeSettings
 from lumina_mgpt.unirep import decode_image_block, encode_image_block, find_image_blocks
 
 LAYOUT = tiny_layout()
@@ -186,6 +189,26 @@ def test_stops_at_the_turn_separator_and_at_the_budget():
     favour_token(model, 70)
     result = DecodeEngine(model, LAYOUT).generate([[LAYOUT.bos_id]], settings(max_new_tokens=5), [0])
     assert len(result.tokens[0]) == 5
+
+
+@pytest.mark.parametrize("speculative", [None, SpeculativeSettings(window=4)])
+def test_each_row_stops_at_its_own_budget(speculative):
+    """`budgets[b]` limits row b as `max_new_tokens` limits it alone; the other rows go on."""
+    model = tiny_model(seed=3)
+    favour_token(model, START)  # images from the start: windows for the speculative engine
+    engine = DecodeEngine(model, LAYOUT)
+    prompts, sizes = [[LAYOUT.bos_id, 50], [LAYOUT.bos_id, 51, 52]], [(32, 32), (64, 32)]
+    config = settings(cfg_scale=2.0, max_new_tokens=40, speculative=speculative)
+    together = engine.generate(prompts, config, [0, 1], sizes, budgets=[9, 40]).tokens
+    alone = [
+        engine.generate([prompts[0]], replace(config, max_new_tokens=9), [0], sizes[:1]).tokens[0],
+        engine.generate([prompts[1]], config, [1], sizes[1:]).tokens[0],
+    ]
+    assert together == alone and [len(t) for t in together] == [9, 40]
+    with pytest.raises(LuminaError, match=r"budget must lie in 1\.\.max_new_tokens"):
+        engine.generate(prompts, config, [0, 1], sizes, budgets=[9, 41])
+    with pytest.raises(LuminaError, match="2 prompts, 2 seeds, 2 sizes and 1 budgets"):
+        engine.generate(prompts, config, [0, 1], sizes, budgets=[9])
 
 
 @pytest.mark.parametrize(("size", "message"), [((48, 32), "multiple of 32"), ((32, 288), "outside 1..8")])
