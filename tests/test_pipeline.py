@@ -248,7 +248,8 @@ def _replies_match(alone, together) -> None:
     assert [r.text for r in together] == [r.text for r in alone]
     for a, b in zip(alone, together, strict=True):
         assert [np.asarray(i).tolist() for i in a.images] == [np.asarray(i).tolist() for i in b.images]
-        assert a.stats["unfinished_images"] == b.stats["unfinished_images"]
+        for key in ("unfinished_images", "prompt_tokens", "generated_tokens"):
+            assert a.stats[key] == b.stats[key]
 
 
 @pytest.mark.parametrize("speculative", ["off", "exact"])

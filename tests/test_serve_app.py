@@ -413,6 +413,32 @@ def test_concurrent_requests_share_one_decode_and_a_leaving_stream_is_cancelled(
     assert alone["data"][0]["b64_json"] == results[1]["data"][0]["b64_json"]
 
 
+def test_concurrent_chats_share_one_decode_and_get_their_lone_replies(client, url):
+    """Chats of equal settings waiting together run as one `chat_many` batch, each on its own canvas and seed;
+    each reply is the one its request gets alone."""
+    runner = raw_request(url, GENERATIONS, {"prompt": "a long one", "stream": True} | BIG)
+    read_until(runner, b"image_generation.partial_image")  # the worker is busy: the chats queue up
+    picture_question = [{"type": "text", "text": "Describe the image. "}, picture(PNG_32)]
+    bodies = [
+        {"messages": [{"role": "user", "content": picture_question}], "size": "32x32", "seed": 5},
+        {"messages": [{"role": "user", "content": "Draw a red star."}], "size": "64x32", "seed": 9},
+    ]
+    for body in bodies:
+        body["max_tokens"] = 60
+    with ThreadPoolExecutor(2) as pool:
+        replies = [pool.submit(client.post, CHAT, json=body) for body in bodies]
+        wait_until(client, lambda h: h["queued"] == 2)
+        runner.close()
+        results = [reply.result().json() for reply in replies]
+    metrics = [result["metrics"] for result in results]
+    assert metrics[0]["decode_id"] == metrics[1]["decode_id"]
+    assert all(m["batch_requests"] == 2 for m in metrics)
+    for body, result in zip(bodies, results, strict=True):
+        alone = client.post(CHAT, json=body).json()
+        assert alone["metrics"]["batch_requests"] == 1
+        assert alone["choices"] == result["choices"] and alone["usage"] == result["usage"]
+
+
 def test_a_disconnecting_client_cancels_its_queued_or_running_work(client, url):
     before = health(client)
     running = raw_request(url, GENERATIONS, {"prompt": "a long one"} | BIG)

@@ -306,7 +306,8 @@ class LuminaMGPTPipeline:
 
         Reply k samples from its own stream seeded `seed + k` (or `seed[k]`), so it is the reply `chat` gives
         that conversation alone with that seed. Options as for `chat` (each reply has its own default
-        `max_new_tokens`). Each reply's `stats` are the batch's, with its own `unfinished_images`.
+        `max_new_tokens`). Each reply's `stats` hold its own `prompt_tokens`, `generated_tokens` and
+        `unfinished_images`, and the batch's forwards and time.
         """
         if not requests:
             raise LuminaError("chat_many needs at least one chat request")
@@ -335,7 +336,11 @@ class LuminaMGPTPipeline:
                 budgets=budgets,
             )
         return [
-            self._chat_output(r.prefix + tokens, result.stats, _describe(settings))
+            self._chat_output(
+                r.prefix + tokens,
+                result.stats | {"prompt_tokens": len(r.ids), "generated_tokens": len(tokens)},
+                _describe(settings),
+            )
             for r, tokens in zip(requests, result.tokens, strict=True)
         ]
 

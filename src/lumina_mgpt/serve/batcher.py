@@ -1,16 +1,18 @@
 """The decode worker: one thread owns the model and serves a bounded queue of jobs.
 
-Text-to-image jobs with equal `ImageSettings` (size, guidance, sampling) that are waiting together run as one
-decode batch: one pipeline call over all their prompts, each image with its own seed, so an image is the same
-whether its request was batched or not. An idle worker waits `batch_window_s` after a new request for
-companions. Chats run one at a time. A job whose client has gone leaves the queue; a running decode stops at
-the next token once every job in it has gone.
+Jobs of one kind with equal settings that are waiting together run as one decode batch, each image or reply
+with its own seed, so it is the same whether its request was batched or not: text-to-image jobs of equal
+`ImageSettings` (size, guidance, sampling) as one pipeline call over all their prompts, chats of equal
+`ChatSettings` (each on its own canvas) as one `chat_many` call. An idle worker waits `batch_window_s` after a
+new request for companions. A job whose client has gone leaves the queue; a running decode stops at the next
+token once every job in it has gone.
 """
 
 import logging
 import threading
 import time
 from collections import deque
+from dataclasses import asdict
 
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.engine import Step
@@ -100,7 +102,7 @@ class Batcher:
     # ------------------------------------------------------------------------------------------- worker
 
     def _take(self) -> list[Job] | None:
-        """The next batch: the oldest job plus queued image jobs of equal settings, up to the row limit."""
+        """The next batch: the oldest job plus queued jobs of its kind and settings, up to the row limit."""
         limit, window = self.limits.max_batch_images, self.limits.batch_window_s
         with self._cond:
             while True:
@@ -108,39 +110,35 @@ class Batcher:
                 if self._stopping:
                     return None
                 head = self._queue[0]
-                if isinstance(head, ImageJob):
-                    wait = head.submitted + window - time.perf_counter()
-                    if wait > 0:
-                        self._cond.wait_for(
-                            lambda h=head: self._stopping or self._rows_like(h) >= limit, timeout=wait
-                        )
+                wait = head.submitted + window - time.perf_counter()
+                if wait > 0:
+                    self._cond.wait_for(
+                        lambda h=head: self._stopping or self._rows_like(h) >= limit, timeout=wait
+                    )
                 if self._stopping:
                     return None
                 if self._queue and self._queue[0] is head:  # else it was cancelled meanwhile: start over
                     break
             batch, rows = [self._queue.popleft()], head.rows
-            if isinstance(head, ImageJob):
-                for job in list(self._queue):
-                    if isinstance(job, ImageJob) and job.settings == head.settings and rows + job.n <= limit:
-                        self._queue.remove(job)
-                        batch.append(job)
-                        rows += job.n
+            for job in list(self._queue):
+                if _alike(job, head) and rows + job.rows <= limit:
+                    self._queue.remove(job)
+                    batch.append(job)
+                    rows += job.rows
             self._running = batch
             self.counters["decodes"] += 1
             self.counters["batched_requests"] += len(batch) if len(batch) > 1 else 0
             return batch
 
-    def _rows_like(self, head: ImageJob) -> int:
-        return sum(
-            job.n for job in self._queue if isinstance(job, ImageJob) and job.settings == head.settings
-        )
+    def _rows_like(self, head: Job) -> int:
+        return sum(job.rows for job in self._queue if _alike(job, head))
 
     def _work(self) -> None:
         while (batch := self._take()) is not None:
             decode_id, started = self.counters["decodes"], time.perf_counter()
             try:
                 if isinstance(batch[0], ChatJob):
-                    self._chat(batch[0], decode_id, started)
+                    self._chats(batch, decode_id, started)
                 else:
                     self._images(batch, decode_id, started)
             except Cancelled:
@@ -188,17 +186,34 @@ class Batcher:
             )
             offset += job.n
 
-    def _chat(self, job: ChatJob, decode_id: int, started: float) -> None:
-        watch = _Watch([job], None, None)
-        out = self.pipe.chat(job.messages, **job.options, callback=watch.step, progress=False)
-        self._count("chats")
-        stopped = (
-            bool(out.tokens) and out.tokens[-1] in self._stop_ids and not out.stats.get("unfinished_images")
+    def _chats(self, jobs: list[ChatJob], decode_id: int, started: float) -> None:
+        """One decode batch of chats; a chat the model cannot take (e.g. too long) fails alone."""
+        ready, requests = [], []
+        for job in jobs:
+            try:
+                requests.append(self.pipe.prepare_chat(job.messages, *job.canvas))
+                ready.append(job)
+            except LuminaError as error:
+                job.emit("error", APIError(400, str(error)))
+        if not ready:
+            return
+        watch = _Watch(ready, None, None)
+        outputs = self.pipe.chat_many(
+            requests,
+            seed=[job.seed for job in ready],
+            callback=watch.step,
+            progress=False,
+            **asdict(ready[0].settings),
         )
-        job.emit(
-            "done",
-            ChatResult(out, "stop" if stopped else "length", self._metrics(job, decode_id, [job], started)),
-        )
+        self._count("chats", len(ready))
+        for job, out in zip(ready, outputs, strict=True):
+            stopped = (
+                bool(out.tokens)
+                and out.tokens[-1] in self._stop_ids
+                and not out.stats.get("unfinished_images")
+            )
+            metrics = self._metrics(job, decode_id, ready, started)
+            job.emit("done", ChatResult(out, "stop" if stopped else "length", metrics))
 
     def _metrics(self, job: Job, decode_id: int, jobs: list[Job], started: float) -> Metrics:
         return Metrics(
@@ -217,6 +232,11 @@ class Batcher:
         self._count("failed_decodes")
         for job in jobs:
             job.emit("error", error)
+
+
+def _alike(job: Job, head: Job) -> bool:
+    """Whether `job` can share `head`'s decode batch: the same kind and settings."""
+    return type(job) is type(head) and job.settings == head.settings
 
 
 class _Watch:

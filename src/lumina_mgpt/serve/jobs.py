@@ -59,6 +59,22 @@ class ImageSettings:
     speculative: str | None = None  # "exact" or "reference" speculative Jacobi decoding; None: plain
 
 
+@dataclass(frozen=True)
+class ChatSettings:
+    """A chat's sampling options (keyword arguments of `pipe.chat_many`): chats with equal settings can run
+    as one decode batch, each on its own canvas."""
+
+    cfg_scale: float | None = None
+    temperature: float | None = None  # of image tokens
+    top_k: int | None = None
+    top_p: float | None = None
+    text_temperature: float | None = None
+    text_top_k: int | None = None
+    text_top_p: float | None = None
+    max_new_tokens: int | None = None
+    speculative: str | None = None
+
+
 @dataclass
 class Partial:
     """A partial image: its finished latent rows, grey below."""
@@ -149,9 +165,16 @@ class ImageJob(Job):
 
 
 class ChatJob(Job):
-    def __init__(self, messages: list[dict], options: dict, seed: int, stream: bool) -> None:
+    def __init__(
+        self,
+        messages: list[dict],
+        canvas: tuple[int | None, int | None],
+        settings: ChatSettings,
+        seed: int,
+        stream: bool,
+    ) -> None:
         super().__init__(stream)
-        self.messages, self.options, self.seed = messages, options, seed  # options: keyword arguments of chat
+        self.messages, self.canvas, self.settings, self.seed = messages, canvas, settings, seed
 
 
 def image_job(
@@ -216,21 +239,18 @@ async def chat_job(
         )
     messages = await asyncio.to_thread(chat_messages, body, limits)
     seed = secrets.randbelow(MAX_SEED) if body.seed is None else body.seed
-    options = dict(
-        width=width,
-        height=height,
+    settings = ChatSettings(
         cfg_scale=body.cfg_scale,
         temperature=body.image_temperature,
         top_k=body.image_top_k,
         top_p=body.image_top_p,
-        seed=seed,
         text_temperature=body.temperature,
         text_top_k=body.top_k,
         text_top_p=body.top_p,
         max_new_tokens=max_new_tokens,
         speculative=_speculative(body.speculative),
     )
-    return ChatJob(messages, options, seed, body.stream)
+    return ChatJob(messages, (width, height), settings, seed, body.stream)
 
 
 def chat_messages(body: ChatCompletionRequest, limits: Limits) -> list[dict]:
