@@ -148,8 +148,9 @@ class DecodeEngine:
             in_grid = (state.mode == Mode.GRID) | choose.done
             unfinished = choose.kept.masked_fill(choose.done, settings.max_new_tokens).min()
             reached = torch.where(choose.done.all(), choose.kept.max(), unfinished)  # by every unfinished row
-            flags = [choose.done.all(), choose.opened.any() & plain, in_grid.all(), reached]
-            all_done, any_opened, all_grid, reached = torch.stack([f.long() for f in flags]).tolist()
+            gridded = (state.mode == Mode.GRID).any()
+            flags = [choose.done.all(), choose.opened.any() & plain, in_grid.all(), gridded, reached]
+            all_done, any_opened, all_grid, gridded, reached = torch.stack([f.long() for f in flags]).tolist()
             if callback is not None:
                 reported = _report(callback, out, state, reported, reached)
             if all_done:
@@ -161,7 +162,7 @@ class DecodeEngine:
                 logits = self._next_logits(run, token, bool(any_opened))
                 # finished rows hold still (windows roll them back too), or they outgrow the cache
                 run.cache.rollback(torch.cat([idle, idle]) if run.cfg else idle)
-                token = choose(logits, *jacobi.one_token_draws(logits, choose.kept))
+                token = choose(logits, *jacobi.one_token_draws(logits, choose.kept, bool(gridded)))
                 out.scatter_(1, before.unsqueeze(-1), token.unsqueeze(-1))
                 jacobi.forget()
             else:

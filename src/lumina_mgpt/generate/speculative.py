@@ -241,14 +241,17 @@ class JacobiDecoder:
         # whether each draft was predicted with the grid row above it committed (see _fresh_drafts)
         self.informed = torch.zeros(batch, spec.window - 1, dtype=torch.bool, device=device)
 
-    def one_token_draws(self, logits: torch.Tensor, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def one_token_draws(
+        self, logits: torch.Tensor, kept: torch.Tensor, gridded: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """For a one-token step over last-token `logits` (all rows, unconditional after): each row's sampling
         uniform, keyed by its token index, and each grid row's code as the coupled mode's window would commit
-        it at that index (-1 for other rows and modes; the chooser takes it only where a code is due). So a row's tokens do not depend on when its batch
+        it at that index (-1 for other rows; None in the other modes, or when no row is in a grid: `gridded`
+        False). The chooser takes a code only where one is due. So a row's tokens do not depend on when its batch
         takes windows and when one-token steps (coupled mode)."""
         uniforms = self.noise.uniform(_TEXT, kept).float()
-        if not self.coupled:
-            return uniforms, torch.full_like(kept, -1)
+        if not (self.coupled and gridded):
+            return uniforms, None
         codes = logits[:, self.codes].float()
         if self.cfg_scale != 1.0:
             cond, uncond = codes.chunk(2)
