@@ -310,7 +310,10 @@ class _TokenChooser:
         takes that token instead of a sample where the grammar expects an image code."""
         self.logits.copy_(logits)
         self.uniforms.copy_(uniforms)
-        self.chosen.copy_(chosen) if chosen is not None else self.chosen.fill_(-1)
+        if chosen is None:
+            self.chosen.fill_(-1)
+        else:
+            self.chosen.copy_(chosen)
         if self.graph is None and self.steps > 0 and self.logits.is_cuda and self.engine.cuda_graphs:
             # step 0 ran eagerly, which warmed every kernel up
             self.graph = torch.cuda.CUDAGraph()
