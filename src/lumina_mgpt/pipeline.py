@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -241,47 +242,13 @@ class LuminaMGPTPipeline:
         messages: Sequence[dict],
         width: int | None = None,
         height: int | None = None,
-        cfg_scale: float | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: Seed = None,
         *,
         image_prefix: ImageInput | None = None,
-        text_temperature: float | None = None,
-        text_top_k: int | None = None,
-        text_top_p: float | None = None,
-        force_size: bool = True,
-        max_new_tokens: int | None = None,
-        callback: Callable[[Step], None] | None = None,
-        progress: bool = False,
-        speculative: Speculative = None,
-        window: int | None = None,
+        **options: Any,
     ) -> ChatOutput:
-        """Answer a conversation of `{"role", "content", "images"}` dicts (see `prepare_chat`).
-
-        Image and text tokens sample with their own settings (the preset's chat defaults unless given). The
-        reply stops at the turn separator (or the family's stop token) or after `max_new_tokens` (default:
-        room for four images); an image cut off by the limit is dropped and counted in
-        `stats["unfinished_images"]`. `speculative`/`window`: as for text-to-image (image grids only).
-        """
-        return self.chat_many(
-            [self.prepare_chat(messages, width, height, image_prefix)],
-            cfg_scale,
-            temperature,
-            top_k,
-            top_p,
-            seed,
-            text_temperature=text_temperature,
-            text_top_k=text_top_k,
-            text_top_p=text_top_p,
-            force_size=force_size,
-            max_new_tokens=max_new_tokens,
-            callback=callback,
-            progress=progress,
-            speculative=speculative,
-            window=window,
-        )[0]
+        """Answer a conversation of `{"role", "content", "images"}` dicts (see `prepare_chat` for the canvas
+        and `image_prefix`); `options` (seed, sampling, limits, speculative decoding) as for `chat_many`."""
+        return self.chat_many([self.prepare_chat(messages, width, height, image_prefix)], **options)[0]
 
     def chat_many(
         self,
@@ -304,10 +271,13 @@ class LuminaMGPTPipeline:
     ) -> list[ChatOutput]:
         """Answer several prepared chats (`prepare_chat`) as one decode batch, one reply each, in order.
 
+        Image and text tokens sample with their own settings (the preset's chat defaults unless given). A reply
+        stops at the turn separator (or the family's stop token) or after `max_new_tokens` (default: room for
+        four images of its canvas); an image cut off by the limit is dropped and counted in
+        `stats["unfinished_images"]`. `speculative`/`window`: as for text-to-image (image grids only).
         Reply k samples from its own stream seeded `seed + k` (or `seed[k]`), so it is the reply `chat` gives
-        that conversation alone with that seed. Options as for `chat` (each reply has its own default
-        `max_new_tokens`). Each reply's `stats` hold its own `prompt_tokens`, `generated_tokens` and
-        `unfinished_images`, and the batch's forwards and time.
+        that conversation alone with that seed. Each reply's `stats` hold its own `prompt_tokens`,
+        `generated_tokens` and `unfinished_images`, and the batch's forwards and time.
         """
         if not requests:
             raise LuminaError("chat_many needs at least one chat request")

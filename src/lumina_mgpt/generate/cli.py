@@ -42,8 +42,10 @@ def generate(
     compile: Annotated[bool, typer.Option(help="Compile the decode step (GPU; slow first call).")] = False,
     speculative: Annotated[
         str | None,
-        typer.Option(help="Speculative Jacobi decoding: exact (same law as plain), reference (v2's rule) or off; "
-                     "default: the model's preset (the shipped shapes model: exact)."),
+        typer.Option(
+            help="Speculative Jacobi decoding: exact (same law as plain), reference (v2's rule) or off; "
+            "default: the model's preset (the shipped shapes model: exact)."
+        ),
     ] = None,
     window: Annotated[int, typer.Option(help="Tokens per forward of speculative decoding.")] = 16,
     best_of: Annotated[
@@ -140,9 +142,9 @@ def chat(
         messages,
         width,
         height,
-        cfg,
-        temperature,
-        top_k,
+        cfg_scale=cfg,
+        temperature=temperature,
+        top_k=top_k,
         seed=seed,
         image_prefix=prefix,
         max_new_tokens=max_new_tokens,
