@@ -305,19 +305,24 @@ class LuminaMGPTPipeline:
                 callback=watch,
                 budgets=budgets,
             )
-        return [
-            self._chat_output(
-                r.prefix + tokens,
-                result.stats | {"prompt_tokens": len(r.ids), "generated_tokens": len(tokens)},
-                _describe(settings),
+        described, outputs = _describe(settings), []
+        for r, tokens in zip(requests, result.tokens, strict=True):
+            reply = r.prefix + tokens
+            text, blocks, cut = self._split_reply(reply)
+            # each reply's images decode apart: a batched VQ decode can round a pixel differently (±1)
+            own = {
+                "prompt_tokens": len(r.ids),
+                "generated_tokens": len(tokens),
+                "unfinished_images": cut,
+            }
+            outputs.append(
+                ChatOutput(text, self._decode_blocks(blocks), reply, result.stats | own, described)
             )
-            for r, tokens in zip(requests, result.tokens, strict=True)
-        ]
+        return outputs
 
-    def _chat_output(
-        self, reply: list[int], stats: dict[str, float], settings: dict[str, object]
-    ) -> ChatOutput:
-        """A reply's text (images marked), decoded images and statistics."""
+    def _split_reply(self, reply: list[int]) -> tuple[str, list[list[int]], int]:
+        """A reply's text (`<|image|>` where each image was), its closed image blocks, and its count of
+        images cut off by the token limit."""
         text, blocks, unfinished = [], [], 0
         for segment in split_response(reply, self.layout):
             if segment.kind == "text":
@@ -327,13 +332,7 @@ class LuminaMGPTPipeline:
                 blocks.append(segment.ids)
             else:
                 unfinished += 1
-        return ChatOutput(
-            "".join(text),
-            self._decode_blocks(blocks),
-            reply,
-            stats | {"unfinished_images": unfinished},
-            settings,
-        )
+        return "".join(text), blocks, unfinished
 
     def prepare_chat(
         self,

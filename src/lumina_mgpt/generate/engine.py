@@ -105,10 +105,10 @@ class DecodeEngine:
             return self._generate_speculative(prompts, settings, seeds, sizes, callback, budgets)
         began = time.perf_counter()
         run = self._start(prompts, settings, seeds, sizes, budgets)
-        choose, logits = run.choose, run.logits
+        choose, logits, random = run.choose, run.logits, RowRandom(seeds, self.device)
         out = torch.zeros(len(prompts), settings.max_new_tokens, dtype=torch.long, device=self.device)
         for step in range(settings.max_new_tokens):
-            token = choose(logits, run.random.next())
+            token = choose(logits, random.next())
             out[:, step] = token
             if callback is not None:
                 callback(Step(step, token, choose.step_logits, run.state.mode))
@@ -182,7 +182,7 @@ class DecodeEngine:
         budgets: list[int] | None,
         extra_slots: int = 0,
     ) -> "_Run":
-        """Check the request, build the grammar state, random streams and KV cache, and prefill."""
+        """Check the request, build the grammar state and KV cache, and prefill."""
         batch, cfg = len(prompts), settings.cfg_scale != 1.0
         sizes = sizes if sizes is not None else [None] * batch
         budgets = budgets if budgets is not None else [settings.max_new_tokens] * batch
@@ -200,7 +200,7 @@ class DecodeEngine:
         cache = KVCache(self.model.config, len(rows), capacity, _model_dtype(self.model), self.device)
         logits = self._prefill(rows, cache)
         choose = _TokenChooser(self, state, settings, logits.shape, budgets)
-        return _Run(state, RowRandom(seeds, self.device), cache, choose, cfg, logits)
+        return _Run(state, cache, choose, cfg, logits)
 
     def _next_logits(self, run: "_Run", token: torch.Tensor, any_opened: bool) -> torch.Tensor:
         """Feed every row's newest token; its last-token logits `[rows, V]`."""
@@ -236,7 +236,6 @@ class _Run:
     """One generate call's decoding state after the prefill."""
 
     state: BlockState
-    random: RowRandom
     cache: KVCache
     choose: "_TokenChooser"
     cfg: bool

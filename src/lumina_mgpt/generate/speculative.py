@@ -252,11 +252,7 @@ class JacobiDecoder:
         uniforms = self.noise.uniform(_TEXT, kept).float()
         if not (self.coupled and gridded):
             return uniforms, None
-        codes = logits[:, self.codes].float()
-        if self.cfg_scale != 1.0:
-            cond, uncond = codes.chunk(2)
-            codes = uncond + self.cfg_scale * (cond - uncond)
-        logp = target_logprobs(codes, self.image)
+        logp = target_logprobs(self._guided(logits[:, self.codes]), self.image)
         gumbel = self.noise.gumbel(kept.unsqueeze(-1), len(self.codes)).squeeze(1)
         chosen = self.codes[(logp.double() + gumbel).argmax(-1)]
         return uniforms, torch.where(self.state.mode == Mode.GRID, chosen, -1)
@@ -354,9 +350,12 @@ class JacobiDecoder:
     def _code_logits(self, last: torch.Tensor, draft_ids: torch.Tensor, cache: "KVCache") -> torch.Tensor:
         """Guided image-code logits `[B, n, C]` of the window `[last, drafts]` (float32)."""
         window = torch.cat([last.unsqueeze(-1), draft_ids], dim=-1)
-        guided = self.cfg_scale != 1.0
-        logits = F.linear(self.hidden(torch.cat([window, window]) if guided else window, cache), self.head)
-        if not guided:
+        rows = torch.cat([window, window]) if self.cfg_scale != 1.0 else window
+        return self._guided(F.linear(self.hidden(rows, cache), self.head))
+
+    def _guided(self, logits: torch.Tensor) -> torch.Tensor:
+        """Guided float32 logits of the conditional rows (the unconditional rows follow them, when guided)."""
+        if self.cfg_scale == 1.0:
             return logits.float()
         cond, uncond = logits.float().chunk(2)
         return uncond + self.cfg_scale * (cond - uncond)
