@@ -149,8 +149,17 @@ class DecodeEngine:
             unfinished = choose.kept.masked_fill(choose.done, settings.max_new_tokens).min()
             reached = torch.where(choose.done.all(), choose.kept.max(), unfinished)  # by every unfinished row
             gridded = (state.mode == Mode.GRID).any()
-            flags = [choose.done.all(), choose.opened.any() & plain, in_grid.all(), gridded, reached]
-            all_done, any_opened, all_grid, gridded, reached = torch.stack([f.long() for f in flags]).tolist()
+            flags = [
+                choose.done.all(),
+                choose.done.any(),
+                choose.opened.any() & plain,
+                in_grid.all(),
+                gridded,
+                reached,
+            ]
+            all_done, any_done, any_opened, all_grid, gridded, reached = torch.stack(
+                [f.long() for f in flags]
+            ).tolist()
             if callback is not None:
                 reported = _report(callback, out, state, reported, reached)
             if all_done:
@@ -161,7 +170,8 @@ class DecodeEngine:
                 before, idle = choose.kept.clone(), choose.done.long()
                 logits = self._next_logits(run, token, bool(any_opened))
                 # finished rows hold still (windows roll them back too), or they outgrow the cache
-                run.cache.rollback(torch.cat([idle, idle]) if run.cfg else idle)
+                if any_done:
+                    run.cache.rollback(torch.cat([idle, idle]) if run.cfg else idle)
                 token = choose(logits, *jacobi.one_token_draws(logits, choose.kept, bool(gridded)))
                 out.scatter_(1, before.unsqueeze(-1), token.unsqueeze(-1))
                 jacobi.forget()
