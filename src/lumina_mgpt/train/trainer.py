@@ -10,6 +10,7 @@ exported as an HF-format folder. With a time limit the run checkpoints and stops
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -45,12 +46,13 @@ def train(config: TrainConfig, out: str | os.PathLike, init_from: str | None = N
     if config.global_batch_size % per_step:
         raise LuminaError(f"global_batch_size {config.global_batch_size} is not a multiple of world size "
                           f"{runtime.world_size} x micro_batch_size {config.micro_batch_size}")
-    Checkpointer(out / "checkpoints", config.keep_checkpoints, runtime).remove_unfinished()
-    model, optimizer, checkpointer, latest, step, position = restore(config, out, init_from, runtime)
+    run = restore(config, out, init_from, runtime)
+    run.checkpointer.remove_unfinished()  # left by a crash; not in `restore`, which also serves live exports
+    model, optimizer, step, position = run.model, run.optimizer, run.step, run.position
     log = MetricsLog(out, total_steps=config.total_steps, start_step=step, every=config.log_every,
                      enabled=runtime.is_main)
-    if latest is not None:
-        log.write(f"resuming from {latest} (step {step})")
+    if run.latest is not None:
+        log.write(f"resuming from {run.latest} (step {step})")
     source, source_stage = None, -1
     while step < config.total_steps:
         stage_index, stage_step = config.stage_at(step)
@@ -70,7 +72,7 @@ def train(config: TrainConfig, out: str | os.PathLike, init_from: str | None = N
         stopping = deadline is not None and step < config.total_steps and _past(deadline, runtime)
         if stopping or step % config.checkpoint_every == 0 or step == config.total_steps:
             data = json.dumps({"stage": stage_index, "position": source.state_dict()})
-            checkpointer.save(step, model, optimizer, {"step": step, "data": data})
+            run.checkpointer.save(step, model, optimizer, {"step": step, "data": data})
         if stopping:
             log.write(f"time limit reached: stopped after step {step} of {config.total_steps}; the same "
                       "command resumes the run")
@@ -93,15 +95,28 @@ def export_latest(config: TrainConfig, out: str | os.PathLike, dest: str | os.Pa
     """Write the model of `out`'s latest checkpoint to `dest` as an HF-format folder (e.g. to evaluate a run
     while it trains); `init_from` as the run was started, which sets the model's shape."""
     runtime = init_distributed(config.device)
-    model, _, _, latest, _, _ = restore(config, Path(out), init_from, runtime)
-    if latest is None:
+    run = restore(config, Path(out), init_from, runtime)
+    if run.latest is None:
         raise LuminaError(f"no complete checkpoint under {Path(out) / 'checkpoints'}")
-    return export_model(model, config, dest, runtime)
+    return export_model(run.model, config, dest, runtime)
 
 
-def restore(config: TrainConfig, out: Path, init_from: str | None, runtime: Runtime):
-    """Model, optimiser and checkpointer of a run, restored from `out`'s latest checkpoint when there is one;
-    returns them with that checkpoint (or None), its step and its data position."""
+@dataclass
+class RunState:
+    """A run as restored: its model, optimiser and checkpointer, the checkpoint it resumed from (None for a new
+    run), the step reached and the data position saved with it (None for a new run)."""
+
+    model: ChameleonTransformer
+    optimizer: torch.optim.Optimizer
+    checkpointer: Checkpointer
+    latest: Path | None
+    step: int
+    position: dict | None
+
+
+def restore(config: TrainConfig, out: Path, init_from: str | None, runtime: Runtime) -> RunState:
+    """Build the model and optimiser of a run and restore them from `out`'s latest complete checkpoint when
+    there is one."""
     cuda = runtime.device.type == "cuda"
     model = build_model(config, init_from or config.init_from, runtime,
                         bf16=cuda if config.bf16 == "auto" else config.bf16,
@@ -116,7 +131,7 @@ def restore(config: TrainConfig, out: Path, init_from: str | None, runtime: Runt
     if latest is not None:
         saved = checkpointer.load(latest, model, optimizer, {"step": 0, "data": ""})
         step, position = saved["step"], json.loads(saved["data"])
-    return model, optimizer, checkpointer, latest, step, position
+    return RunState(model, optimizer, checkpointer, latest, step, position)
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, samples: list[Sample],
