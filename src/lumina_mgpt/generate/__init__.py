@@ -1,36 +1,16 @@
 """Generation: the decode loop (batched CFG, Uni-Rep grammar, per-row sampling), speculative Jacobi decoding,
 best-of-N with a self-verifier, presets, task wording, CLI."""
 
-from lumina_mgpt.generate.best_of import SelfVerifier, Verifier, select_best
-from lumina_mgpt.generate.constraints import BlockState, Kind, Mode, UniRepGrammar
-from lumina_mgpt.generate.engine import DecodeEngine, DecodeResult, DecodeSettings, Step
-from lumina_mgpt.generate.presets import PRESETS, Preset, preset_for
-from lumina_mgpt.generate.sampling import RowRandom, SamplingSettings, row_seeds, sample_tokens
-from lumina_mgpt.generate.speculative import SpeculativeSettings, speculative_settings
-from lumina_mgpt.generate.tasks import TASKS, Task, task_message
+from lumina_mgpt.lazy import lazy_exports
 
-__all__ = [
-    "PRESETS",
-    "TASKS",
-    "BlockState",
-    "DecodeEngine",
-    "DecodeResult",
-    "DecodeSettings",
-    "Kind",
-    "Mode",
-    "Preset",
-    "RowRandom",
-    "SamplingSettings",
-    "SelfVerifier",
-    "SpeculativeSettings",
-    "Step",
-    "Task",
-    "UniRepGrammar",
-    "Verifier",
-    "preset_for",
-    "row_seeds",
-    "sample_tokens",
-    "select_best",
-    "speculative_settings",
-    "task_message",
-]
+_LAZY = {  # public name -> module, imported on first use
+    **dict.fromkeys(["SelfVerifier", "Verifier", "select_best"], ".best_of"),
+    **dict.fromkeys(["BlockState", "Kind", "Mode", "UniRepGrammar"], ".constraints"),
+    **dict.fromkeys(["DecodeEngine", "DecodeResult", "DecodeSettings", "Step"], ".engine"),
+    **dict.fromkeys(["PRESETS", "Preset", "preset_for"], ".presets"),
+    **dict.fromkeys(["RowRandom", "SamplingSettings", "row_seeds", "sample_tokens"], ".sampling"),
+    **dict.fromkeys(["SpeculativeSettings", "speculative_settings"], ".speculative"),
+    **dict.fromkeys(["TASKS", "Task", "task_message"], ".tasks"),
+}
+__all__ = sorted(_LAZY)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -14,10 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from lumina_mgpt.cli_options import DeviceOption, ImageTokenizerOption, ModelOption, TextTokenizerOption
 from lumina_mgpt.errors import LuminaError
-from lumina_mgpt.generate.speculative import speculative_settings
 from lumina_mgpt.generate.tasks import TASKS, task_message
-from lumina_mgpt.model import ChameleonConfig
-from lumina_mgpt.model.quantize import QUANT_MODES
 
 DEFAULT_OUT = Path("out")
 
@@ -56,6 +53,9 @@ def generate(
     ] = None,
 ) -> None:
     """Draw images from a text prompt."""
+    from lumina_mgpt.generate.speculative import speculative_settings  # torch: imported on use (quick --help)
+    from lumina_mgpt.model.quantize import QUANT_MODES
+
     width, height = _parse_size(size) if size else (None, None)
     if width is not None:
         _precheck_size(width, height, model, text_tokenizer)
@@ -181,6 +181,7 @@ def _parse_size(size: str) -> tuple[int, int]:
 
 def _precheck_size(width: int, height: int, model: str | None, text_tokenizer: str | None) -> None:
     """Refuse an impossible size from the model's config and tokenizer alone, before loading weights."""
+    from lumina_mgpt.model import ChameleonConfig
     from lumina_mgpt.pipeline import check_size, detect_kind, model_folder, tokenizer_file
     from lumina_mgpt.text import TextTokenizer
     from lumina_mgpt.vocab import TokenLayout

@@ -20,7 +20,6 @@ from typing import Any
 
 import safetensors.torch
 import torch
-from diffusers import VQModel
 
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.vq.config import MOVQGAN, TamingConfig, config_from_taming_yaml
@@ -81,7 +80,7 @@ def save_image_tokenizer(tokenizer: ImageTokenizer, folder: str | os.PathLike) -
 def tokenizer_from_taming(config: TamingConfig, rounding: Rounding, name: str) -> ImageTokenizer:
     """An uninitialised tokenizer of a release architecture, built on the meta device (no memory)."""
     with torch.device("meta"):
-        return ImageTokenizer(VQModel(**config.vqmodel_kwargs()), rounding=rounding, name=name)
+        return ImageTokenizer.from_config(config.vqmodel_kwargs(), rounding=rounding, name=name)
 
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:

@@ -10,11 +10,11 @@ colours, no stray in-between shades). It has the duck-typed interface of diffuse
 `quantize.embedding`.
 """
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from diffusers.configuration_utils import FrozenDict
-from diffusers.models.autoencoders.vae import DecoderOutput
-from diffusers.models.autoencoders.vq_model import VQEncoderOutput
 from torch import nn
 
 from lumina_mgpt.errors import LuminaError
@@ -25,6 +25,26 @@ ARCHITECTURE = "patch-palette"
 SHAPES_PALETTE: tuple[tuple[int, int, int], ...] = tuple(
     dict.fromkeys([BACKGROUND, *COLORS.values(), *SEG_COLORS.values(), EDGE_COLOR])
 )
+
+
+class PatchConfig(dict):
+    """The constructor's arguments, read as keys or as attributes (as diffusers' model configs are)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@dataclass
+class EncoderOutput:
+    latents: torch.Tensor  # as diffusers' `VQEncoderOutput`
+
+
+@dataclass
+class DecoderOutput:
+    sample: torch.Tensor  # as diffusers' `DecoderOutput`
 
 
 class ResBlock(nn.Module):
@@ -67,7 +87,7 @@ class PatchPaletteVQ(nn.Module):
             raise LuminaError(f"patch_size must be 4, 8 or 16, not {patch_size}")
         if len(output_palette) < 2 or any(len(c) != 3 for c in output_palette):
             raise LuminaError("output_palette must list at least two RGB colours")
-        self.config = FrozenDict(
+        self.config = PatchConfig(
             output_palette=[list(map(int, c)) for c in output_palette],
             patch_size=patch_size,
             in_channels=in_channels,
@@ -106,8 +126,8 @@ class PatchPaletteVQ(nn.Module):
         palette = torch.tensor(output_palette, dtype=torch.float32) / 127.5 - 1
         self.register_buffer("palette", palette)  # saved with the weights too
 
-    def encode(self, x: torch.Tensor) -> VQEncoderOutput:
-        return VQEncoderOutput(latents=self.encoder(x))
+    def encode(self, x: torch.Tensor) -> EncoderOutput:
+        return EncoderOutput(latents=self.encoder(x))
 
     def logits(self, latents: torch.Tensor) -> torch.Tensor:
         """Per-pixel palette logits `[B, P, H, W]` of (quantised) latents `[B, D, h, w]`."""

@@ -1,16 +1,18 @@
 """`ImageTokenizer`: pixels <-> grids of VQ codes, on top of diffusers' `VQModel`."""
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from diffusers import VQModel
 from PIL import Image
 from torch import nn
 
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.vq.patch import ARCHITECTURE as PATCH_PALETTE
 from lumina_mgpt.vq.patch import PatchPaletteVQ
+
+if TYPE_CHECKING:
+    from diffusers import VQModel
 
 Rounding = Literal["round", "truncate"]
 
@@ -43,6 +45,8 @@ class ImageTokenizer(nn.Module):
             return cls(PatchPaletteVQ(**vqmodel_kwargs), **kwargs)
         if architecture != "vqmodel":
             raise LuminaError(f"unknown tokenizer architecture {architecture!r} (vqmodel or {PATCH_PALETTE})")
+        from diffusers import VQModel  # slow to import: only for the release architectures
+
         return cls(VQModel(**vqmodel_kwargs), **kwargs)
 
     @property
