@@ -211,7 +211,11 @@ def test_each_row_stops_at_its_own_budget(speculative):
         engine.generate(prompts, config, [0, 1], sizes, budgets=[9])
 
 
-@pytest.mark.parametrize(("size", "message"), [((48, 32), "multiple of 32"), ((32, 288), "outside 1..8")])
-def test_impossible_sizes_are_refused(engine, size, message):
+@pytest.mark.parametrize("speculative", [None, SpeculativeSettings(window=8)])
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [((48, 32), "multiple of 32"), ((-32, 32), "positive multiple"), ((32, 288), "outside 1..8")],
+)
+def test_impossible_sizes_are_refused(engine, size, message, speculative):
     with pytest.raises(LuminaError, match=message):
-        engine.generate([t2i_prompt(50)], settings(), [0], [size])
+        engine.generate([t2i_prompt(50)], settings(speculative=speculative), [0], [size])

@@ -173,9 +173,11 @@ def test_coupled_tokens_equal_a_one_token_gumbel_sampler_for_every_window():
             seeds,
             sizes,
         )
-        for window in (1, 3, 16)
+        for window in (1, 3, 16, 10**9)
     }
-    assert runs[1].tokens == runs[3].tokens == runs[16].tokens
+    assert runs[1].tokens == runs[3].tokens == runs[16].tokens == runs[10**9].tokens
+    longest_grid = 4 * 13 + 1  # 96x32: 4 rows of 12 codes and an end-of-line each, then the end
+    assert runs[10**9].stats["window"] == longest_grid  # a window past the call's grids is cut to them
     assert runs[16].stats["forward_passes"] < runs[1].stats["forward_passes"]
     with torch.no_grad():
         expected = gumbel_reference(model, prompts[0], sizes[0], seeds[0], 2.5, image)

@@ -88,6 +88,16 @@ class UniRepGrammar:
         self.kind_of_mode = torch.tensor(_KIND_OF_MODE, device=device)
         self.mode_after = torch.tensor(_MODE_AFTER, device=device)
 
+    def longest_grid(self, sizes: list[tuple[int, int] | None]) -> int:
+        """Tokens (codes, end-of-lines and the end) of the longest grid an image of these requested `(W, H)`
+        sizes can have; None: any size the layout's size tokens allow."""
+        unit, most = self.layout.size_unit_px, len(self.layout.size_token_ids) - 1
+        latents = [
+            (h // unit * self.layout.grid_per_unit, w // unit * self.layout.grid_per_unit)
+            for w, h in (size or (most * unit, most * unit) for size in sizes)
+        ]
+        return max(1, *(rows * (cols + 1) + 1 for rows, cols in latents))  # start() reports bad sizes
+
     def start(self, prompts: list[list[int]], sizes: list[tuple[int, int] | None]) -> BlockState:
         """The state after each prompt: inside an image if the prompt ends in an open image block (an
         assistant turn that starts with an image prefix). `sizes` are requested `(W, H)` in pixels or None."""

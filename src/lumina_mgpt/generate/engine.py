@@ -11,7 +11,7 @@ decoding (`speculative.py`); text and size tokens still take one step each.
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -130,7 +130,9 @@ class DecodeEngine:
         """The decode loop with speculative Jacobi windows: while every unfinished row is inside an image grid
         one forward commits 1..window tokens per row; otherwise a plain one-token step."""
         began = time.perf_counter()
-        window = settings.speculative.window
+        forced = sizes if sizes is not None and settings.force_size else [None] * len(prompts)
+        window = min(settings.speculative.window, self.grammar.longest_grid(forced))  # no wider than a grid
+        settings = replace(settings, speculative=replace(settings.speculative, window=window))
         run = self._start(prompts, settings, seeds, sizes, budgets, extra_slots=window)
         choose, state = run.choose, run.state
         jacobi = JacobiDecoder(self, state, settings, seeds, choose.budget)

@@ -63,7 +63,7 @@ class SpeculativeSettings:
     """How image grids are decoded speculatively (see the module docstring)."""
 
     mode: str = "exact"  # "exact" (same law as plain sampling) or "reference" (Lumina-mGPT 2.0's rule)
-    window: int = 16  # tokens per forward: the newest token plus window - 1 drafts
+    window: int = 16  # tokens per forward: the newest token plus window - 1 drafts (cut to the largest grid)
     coupling: bool = True  # exact mode: Gumbel-coupled drafts; False: independent SJD drafts
     draft_init: str | None = None  # unpredicted positions: copy the code "above" or a "random" code (None:
     # "above" in the exact mode, "random" in the reference mode, as Lumina-mGPT 2.0 drafts)
