@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lumina_mgpt.embedding import Embedding
 from lumina_mgpt.model.config import ChameleonConfig
 from lumina_mgpt.model.kv_cache import KVCache
 
@@ -45,7 +46,9 @@ class RotaryEmbedding(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self, device: torch.device | str | None = None) -> None:
-        device = self.inv_freq.device if device is None else device
+        device = self.inv_freq.device if device is None else torch.device(device)
+        if device.type == "meta":  # no values to compute (and arange there would import torch._dynamo)
+            return
         exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device)
         self.inv_freq = 1.0 / self.theta ** (exponents / self.head_dim)
 
@@ -167,7 +170,7 @@ class ChameleonModel(nn.Module):
 
     def __init__(self, config: ChameleonConfig) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)

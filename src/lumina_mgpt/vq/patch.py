@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lumina_mgpt.embedding import Embedding
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.world.palette import BACKGROUND, COLORS, EDGE_COLOR, SEG_COLORS
 
@@ -63,7 +64,7 @@ class Quantizer(nn.Module):
 
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(size, dim)
+        self.embedding = Embedding(size, dim)
 
 
 class PatchPaletteVQ(nn.Module):
@@ -123,8 +124,9 @@ class PatchPaletteVQ(nn.Module):
             nn.Conv2d(upsample_channels, n_colours * fine * fine, 1),
             nn.PixelShuffle(fine),
         )
-        palette = torch.tensor(output_palette, dtype=torch.float32) / 127.5 - 1
-        self.register_buffer("palette", palette)  # saved with the weights too
+        # computed on the CPU even when building on the meta device (where the division would import dynamo)
+        palette = torch.tensor(output_palette, dtype=torch.float32, device="cpu") / 127.5 - 1
+        self.register_buffer("palette", palette.to(torch.get_default_device()))  # saved with the weights too
 
     def encode(self, x: torch.Tensor) -> EncoderOutput:
         return EncoderOutput(latents=self.encoder(x))
