@@ -219,3 +219,9 @@ def test_each_row_stops_at_its_own_budget(speculative):
 def test_impossible_sizes_are_refused(engine, size, message, speculative):
     with pytest.raises(LuminaError, match=message):
         engine.generate([t2i_prompt(50)], settings(speculative=speculative), [0], [size])
+
+
+@pytest.mark.parametrize("cfg_scale", [-1.0, float("nan"), float("inf"), 1e308])
+def test_guidance_scales_that_overflow_are_refused(cfg_scale):
+    with pytest.raises(LuminaError, match=r"cfg_scale must be in 0\.\.1000"):
+        DecodeSettings(cfg_scale=cfg_scale)

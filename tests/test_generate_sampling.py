@@ -86,6 +86,10 @@ def test_row_seeds():
     ("kwargs", "word"),
     [
         ({"temperature": -1}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"temperature": float("inf")}, "temperature"),
+        ({"temperature": 1e-45}, "temperature"),  # logits / 1e-45 overflow to inf
+        ({"top_p": float("nan")}, "top_p"),
         ({"top_k": -2}, "top_k"),
         ({"top_p": 0.0}, "top_p"),
         ({"top_p": 1.5}, "top_p"),

@@ -2,6 +2,8 @@
 one chat per task kind (editing, dense prediction, condition -> image, QA, several images, dual-panel pair and
 image-to-image with a given upper half)."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -145,6 +147,14 @@ def test_loading_errors_are_one_line(tmp_path, folder, monkeypatch):
         LuminaMGPTPipeline.from_pretrained(tmp_path / "missing")
     with pytest.raises(LuminaError, match=r"holds no tokenizer\.json"):
         LuminaMGPTPipeline.from_pretrained(folder / "vq")
+    cuda = "this machine (or this torch build) has no CUDA device" if not torch.cuda.is_available() else "only"
+    for device, message in [
+        ("bogus", "unknown device 'bogus'"),
+        ("meta", "device 'meta': not supported"),
+        ("cuda:99", cuda),
+    ]:
+        with pytest.raises(LuminaError, match=re.escape(message)):
+            LuminaMGPTPipeline.from_pretrained(folder, device=device)
 
 
 # ---------------------------------------------------------------------------------------------------- chat

@@ -83,3 +83,40 @@ def test_reconstruct_cli(tokenizer, tmp_path):
     out = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"))
     expected = tokenizer.decode_image(tokenizer.encode_image(Image.open(tmp_path / "in.png")))
     assert out.shape == (96, 160, 3) and np.array_equal(out, np.asarray(expected))
+
+
+def test_reconstruct_refuses_bad_outputs_before_any_work_and_never_overwrites_its_input(tmp_path):
+    from lumina_mgpt.cli import app
+
+    source = tmp_path / "in.png"
+    Image.fromarray(render(held_out_scenes(64, 64, 1, TEST_SEED)[0])).save(source)
+    original = source.read_bytes()
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("")
+    cases = {
+        str(source): "is the input image",
+        str(tmp_path / "." / "in.png"): "is the input image",
+        str(tmp_path / "folder"): "is a folder; give a file name",
+        str(tmp_path / "out.xyz"): "no image format has the suffix '.xyz'",
+        str(tmp_path / "missing" / "out.png"): "is not an existing folder",
+        str(tmp_path / "file" / "out.png"): "is not an existing folder",
+    }
+    for output, message in cases.items():
+        result = CliRunner().invoke(app, ["reconstruct", str(source), output])
+        assert result.exit_code == 2 and message in result.output, (output, result.output)
+    assert source.read_bytes() == original
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (2049, 2048)).save(wide)
+    result = CliRunner().invoke(app, ["reconstruct", str(wide), str(tmp_path / "w.png")])
+    assert result.exit_code == 2 and "over 2048² pixels; pass --area" in result.output
+
+
+def test_reconstruct_takes_a_model_folder_for_its_image_tokenizer(tmp_path):
+    from lumina_mgpt.cli import app
+    from lumina_mgpt.vq.loading import SHAPES_TOKENIZER
+
+    Image.fromarray(render(held_out_scenes(64, 64, 1, TEST_SEED)[0])).save(tmp_path / "in.png")
+    for model, name in [(SHAPES_TOKENIZER.parent, "a.png"), (SHAPES_TOKENIZER, "b.png")]:
+        args = ["reconstruct", str(tmp_path / "in.png"), str(tmp_path / name), "--model", str(model)]
+        assert CliRunner().invoke(app, args).exit_code == 0
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()

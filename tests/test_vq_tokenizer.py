@@ -17,6 +17,7 @@ from lumina_mgpt.vq import (
     pil_to_pixels,
     pixels_to_uint8,
     save_image_tokenizer,
+    to_rgb,
 )
 from lumina_mgpt.vq.train import ModelConfig
 
@@ -91,6 +92,20 @@ def test_pil_helpers_follow_release_conventions():
     y = torch.full((1, 3, 1, 1), 127.6 / 255 * 2 - 1)
     assert pixels_to_uint8(y, "round").item(0) == 128 and pixels_to_uint8(y, "truncate").item(0) == 127
     assert pixels_to_uint8(torch.full((1, 3, 1, 1), 3.0)).item(0) == 255  # clamped
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        (Image.fromarray(np.array([[0, 128 * 257, 65535]], dtype=np.uint16)), [0, 128, 255]),  # I;16
+        (Image.fromarray(np.array([[0, 25700, 65535]], dtype=np.int32)), [0, 100, 255]),  # I
+        (Image.fromarray(np.array([[0.0, 0.5, 2.0]], dtype=np.float32)), [0, 128, 255]),  # F (clipped)
+        (Image.new("L", (3, 1), 51), [51, 51, 51]),
+    ],
+)
+def test_wide_grey_images_are_scaled_to_8_bits_not_clipped_to_white(image, expected):
+    rgb = np.asarray(to_rgb(image))
+    assert rgb.shape == (1, 3, 3) and rgb[0, :, 0].tolist() == expected and (rgb == rgb[..., :1]).all()
 
 
 def test_to_image_uses_the_tokenizers_rounding(tokenizer):

@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
+from lumina_mgpt.devices import resolve_device
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.best_of import SelfVerifier, Verifier, select_best
 from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings, Step
@@ -123,6 +124,7 @@ class LuminaMGPTPipeline:
         `compile`: compile the decode step with `torch.compile` (worth it on GPUs; the first call is slow).
         `quantize`: "int8" or "int4" weight-only decoder linears (torchao; int4 needs CUDA and bfloat16).
         """
+        device = resolve_device(device)
         folder = model_folder(path_or_repo_id)
         text_file = tokenizer_file(folder, text_tokenizer)
         tokenizer = TextTokenizer.from_file(text_file)

@@ -214,9 +214,11 @@ def _load(
 
 
 def _read_image(path: Path) -> Image.Image:
+    from lumina_mgpt.vq.images import to_rgb  # imports torch
+
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return to_rgb(image)
     except FileNotFoundError:
         raise LuminaError(f"image file {path} does not exist") from None
     except (UnidentifiedImageError, OSError):

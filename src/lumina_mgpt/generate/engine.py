@@ -22,6 +22,8 @@ from lumina_mgpt.generate.speculative import JacobiDecoder, SpeculativeSettings
 from lumina_mgpt.model import ChameleonTransformer, KVCache
 from lumina_mgpt.vocab import TokenLayout
 
+MAX_CFG_SCALE = 1e3  # larger scales overflow float32 logits
+
 
 @dataclass(frozen=True)
 class DecodeSettings:
@@ -36,8 +38,8 @@ class DecodeSettings:
     speculative: SpeculativeSettings | None = None  # None: one token per forward
 
     def __post_init__(self) -> None:
-        if self.cfg_scale < 0:
-            raise LuminaError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+        if not 0 <= self.cfg_scale <= MAX_CFG_SCALE:  # also refuses NaN
+            raise LuminaError(f"cfg_scale must be in 0..{MAX_CFG_SCALE}, got {self.cfg_scale}")
         if self.max_new_tokens < 1:
             raise LuminaError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 

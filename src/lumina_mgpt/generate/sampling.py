@@ -12,6 +12,8 @@ import torch
 
 from lumina_mgpt.errors import LuminaError
 
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3  # beyond them float32 logits overflow or flatten into NaNs
+
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -22,8 +24,10 @@ class SamplingSettings:
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.temperature >= 0:
-            raise LuminaError(f"temperature must be >= 0, got {self.temperature}")
+        if not (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE):
+            raise LuminaError(
+                f"temperature must be 0 (greedy) or in {MIN_TEMPERATURE}..{MAX_TEMPERATURE}, got {self.temperature}"
+            )
         if self.top_k < 0:
             raise LuminaError(f"top_k must be >= 0 (0 = no limit), got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:

@@ -11,6 +11,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from lumina_mgpt.devices import resolve_device
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.model.config import CONFIG_NAME, ChameleonConfig
 from lumina_mgpt.model.transformer import ChameleonTransformer
@@ -76,7 +77,7 @@ def load_transformer(
     """
     folder = resolve_folder(path_or_repo_id)
     config = ChameleonConfig.from_json_file(folder / CONFIG_NAME)
-    device = torch.device(device or "cpu")
+    device = resolve_device(device)
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     with torch.device("meta"):
         model = ChameleonTransformer(config)

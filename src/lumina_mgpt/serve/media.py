@@ -8,6 +8,7 @@ import re
 from PIL import Image, UnidentifiedImageError
 
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.vq.images import to_rgb
 
 _DATA_URL = re.compile(
     r"data:(?P<mime>image/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,(?P<data>.*)", re.DOTALL
@@ -44,7 +45,7 @@ def image_from_data_url(url: str, max_pixels: int) -> Image.Image:
                 f"the image is {image.width}x{image.height}; this server takes at most "
                 f"{max_pixels} pixels per input image"
             )
-        return image.convert("RGB")
+        return to_rgb(image)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
         raise LuminaError(
             "the image data URL does not hold a readable image (PNG, JPEG, WebP, ...)"

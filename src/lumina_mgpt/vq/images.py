@@ -1,14 +1,30 @@
-"""Fit an arbitrary image to an aspect-ratio bucket, as the releases' item processors do."""
+"""Input images: any PIL image to 8-bit RGB, and fitted to an aspect-ratio bucket as the releases' item
+processors do."""
 
 import random
 from typing import Literal
 
+import numpy as np
 from PIL import Image
 
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.unirep import buckets, nearest_bucket
 
 Crop = Literal["centre", "random"]
+FULL_SCALE = {"I": 65535.0, "F": 1.0}  # white in wide single-channel modes ("I;16*" too); "I" is 16-bit PNG's
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of any PIL image: transparency composited onto white, 16-bit and float grey scaled to
+    0..255 (PIL's own conversion would clip them to white)."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    full = FULL_SCALE.get(image.mode[:1] if image.mode.startswith("I;16") else image.mode)
+    if full is not None:
+        grey = np.asarray(image, dtype=np.float64) * (255 / full)
+        image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
+    return image.convert("RGB")
 
 
 def fit_to_bucket(

@@ -21,6 +21,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from lumina_mgpt.devices import resolve_device
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.vq.config import MOVQGAN, TamingConfig, config_from_taming_yaml
 from lumina_mgpt.vq.keymap import check_state_dict, from_release
@@ -46,6 +47,8 @@ def load_image_tokenizer(
     path = Path(path_or_repo_id)
     if not path.exists():
         path = _download(str(path_or_repo_id))
+    if (path / "vq").is_dir():  # a model folder: its image tokenizer
+        path = path / "vq"
     if path.is_file():
         tokenizer = _load_movqgan(path, release_config)
     elif (path / CONFIG_FILE).is_file():
@@ -59,7 +62,7 @@ def load_image_tokenizer(
             f"{path}: no image tokenizer here (expected {CONFIG_FILE} + {WEIGHTS_FILE}, "
             "vqgan.yaml + vqgan.ckpt, or one movqgan_*.ckpt)"
         )
-    return tokenizer.to(device=device, dtype=dtype).eval()
+    return tokenizer.to(device=resolve_device(device), dtype=dtype).eval()
 
 
 def save_image_tokenizer(tokenizer: ImageTokenizer, folder: str | os.PathLike) -> Path:

@@ -8,6 +8,7 @@ from PIL import Image
 from torch import nn
 
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.vq.images import to_rgb
 from lumina_mgpt.vq.patch import ARCHITECTURE as PATCH_PALETTE
 from lumina_mgpt.vq.patch import PatchPaletteVQ
 
@@ -131,11 +132,8 @@ class ImageTokenizer(nn.Module):
 
 
 def pil_to_pixels(image: Image.Image) -> torch.Tensor:
-    """`[1, 3, H, W]` float32 in [-1, 1]: `x / 255 * 2 - 1`; transparency is composited onto white."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    array = np.asarray(image.convert("RGB"), dtype=np.float32)
+    """`[1, 3, H, W]` float32 in [-1, 1]: `x / 255 * 2 - 1` of the image's 8-bit RGB (`to_rgb`)."""
+    array = np.asarray(to_rgb(image), dtype=np.float32)
     return torch.from_numpy(array / 255 * 2 - 1).permute(2, 0, 1)[None].contiguous()
 
 

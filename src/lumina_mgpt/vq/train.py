@@ -28,6 +28,7 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from lumina_mgpt.devices import resolve_device
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.vq.evaluate import KINDS, evaluate_canvas
 from lumina_mgpt.vq.loading import load_image_tokenizer, save_image_tokenizer
@@ -286,12 +287,6 @@ def learning_rate(step: int, optim: OptimConfig) -> float:
     )
 
 
-def _device(name: str) -> torch.device:
-    return (
-        torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
-    )
-
-
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
@@ -319,7 +314,7 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
     """Train (or resume) into `out`; returns the final metrics (also written to `out/metrics.json`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    device = _device(config.run.device)
+    device = resolve_device(config.run.device)
     with torch.random.fork_rng(devices=[]):  # a seeded initialisation that leaves the caller's RNG alone
         torch.manual_seed(config.run.seed)
         tokenizer = ImageTokenizer.from_config(
