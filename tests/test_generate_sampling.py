@@ -80,6 +80,9 @@ def test_row_seeds():
     assert a == row_seeds(torch.Generator().manual_seed(1), 2) and a[1] == a[0] + 1
     with pytest.raises(LuminaError, match="one per image"):
         row_seeds([1, 2], 3)
+    for bad in (-1, 2**62 + 1, 2**64, 1.5, True, "7", [0, -2]):
+        with pytest.raises(LuminaError, match=r"a seed must be an int in 0\.\.2\*\*62"):
+            row_seeds(bad, 2)
 
 
 @pytest.mark.parametrize(

@@ -310,3 +310,17 @@ def test_chat_input_errors(pipe):
         pipe.chat([{"role": "user", "content": "<|image|>", "images": [np.zeros((8, 8))]}])
     with pytest.raises(LuminaError, match="unknown task"):
         task_message("paint", "x", 64, 64)
+    with pytest.raises(LuminaError, match="message 0 has role 'wizard', expected 'user'"):
+        pipe.chat([{"role": "wizard", "content": "hi"}])
+    for bad in ("hello", {"role": "user", "content": "hi"}, ["hi"]):
+        with pytest.raises(LuminaError, match="a chat is a list of message dicts"):
+            pipe.chat(bad)
+    with pytest.raises(LuminaError, match=r"whole numbers of pixels, got 64\.0 and 64"):
+        pipe("a red star", 64.0, 64)
+    with pytest.raises(LuminaError, match="a seed must be an int"):
+        pipe("a red star", 64, 64, seed=1.5)
+    for frames in (-1, 0, 1, 17):
+        with pytest.raises(LuminaError, match=f"the frames task draws 2..16 frames, got {frames}"):
+            task_message("frames", "a red star", 64, 64, frames=frames)
+    with pytest.raises(LuminaError, match="max_new_tokens must be >= 1, got 0"):
+        pipe.chat([{"role": "user", "content": "hi"}], max_new_tokens=0)

@@ -309,6 +309,8 @@ def test_settings_are_checked_and_parsed():
     assert speculative_settings("reference", window=8) == SpeculativeSettings(mode="reference", window=8)
     with pytest.raises(LuminaError, match="speculative"):
         speculative_settings(3)
+    with pytest.raises(LuminaError, match="one of exact, reference or off, got 'bogus'"):
+        speculative_settings("bogus")
 
 
 def test_a_compiled_engine_draws_the_tokens_of_the_eager_one():

@@ -13,6 +13,7 @@ at its root and the image tokenizer in `vq/`; v1 and v2 release folders carry ne
 """
 
 import math
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -286,7 +287,8 @@ class LuminaMGPTPipeline:
         positions = self.transformer.config.max_position_embeddings
         budgets = [
             max_new_tokens
-            or min(positions - len(r.ids), 4 * block_length(r.width, r.height, self.layout) + 256)
+            if max_new_tokens is not None
+            else min(positions - len(r.ids), 4 * block_length(r.width, r.height, self.layout) + 256)
             for r in requests
         ]
         budget = max(budgets)
@@ -353,7 +355,9 @@ class LuminaMGPTPipeline:
         part of the canvas (v2 image-to-image: canvas by default the prefix's width and twice its height); the
         reply then includes the prefix, so the returned image is the whole canvas.
         """
-        if not messages or messages[-1].get("role") != "user":
+        if isinstance(messages, str | bytes | dict) or not all(isinstance(m, dict) for m in messages):
+            raise LuminaError("a chat is a list of message dicts, e.g. [{'role': 'user', 'content': 'Hi'}]")
+        if messages and messages[-1].get("role") == "assistant":  # serialize checks the roles
             raise LuminaError("a chat needs messages ending with the user's turn")
         encoded, sizes = [], []
         canvas = (width, height) if width and height and image_prefix is None else None
@@ -460,6 +464,8 @@ def check_size(
 ) -> None:
     """Raise LuminaError, listing valid sizes nearby, unless a model of `layout` holding `max_positions`
     tokens can draw a `width x height` image after a prompt of `prompt_tokens` tokens."""
+    if not all(isinstance(side, numbers.Integral) for side in (width, height)):
+        raise LuminaError(f"width and height must be whole numbers of pixels, got {width!r} and {height!r}")
     problem = size_problem(width, height, layout, max_positions, prompt_tokens)
     if problem:
         nearby = [f"{w}x{h}" for w, h in nearby_sizes(width, height, layout, max_positions, prompt_tokens)]

@@ -12,6 +12,7 @@ import torch
 
 from lumina_mgpt.errors import LuminaError
 
+MAX_SEED = 2**62  # seeds are ints in 0..MAX_SEED (the random streams hash them as 64-bit values)
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3  # beyond them float32 logits overflow or flatten into NaNs
 
 
@@ -98,12 +99,17 @@ def row_seeds(seed: int | list[int] | torch.Generator | list[torch.Generator] | 
     if isinstance(seed, list):
         if len(seed) != rows:
             raise LuminaError(f"got {len(seed)} seeds/generators for {rows} images; pass one per image")
-        return [s if isinstance(s, int) else _draw_seed(s) for s in seed]
+        return [_seed_value(s) for s in seed]
     if seed is None:
-        seed = torch.Generator().seed() % 2**62
-    base = seed if isinstance(seed, int) else _draw_seed(seed)
+        seed = torch.Generator().seed() % MAX_SEED
+    base = _seed_value(seed)
     return [base + index for index in range(rows)]
 
 
-def _draw_seed(generator: torch.Generator) -> int:
-    return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+def _seed_value(seed: int | torch.Generator) -> int:
+    """An int seed as it is (checked), or one drawn from a generator."""
+    if isinstance(seed, torch.Generator):
+        return int(torch.randint(0, MAX_SEED, (1,), generator=seed, device=seed.device))
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise LuminaError(f"a seed must be an int in 0..2**62 or a torch.Generator, got {seed!r}")
+    return seed

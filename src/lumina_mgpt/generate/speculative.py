@@ -94,6 +94,8 @@ def speculative_settings(
     elif value is True:
         settings = SpeculativeSettings()
     elif isinstance(value, str):
+        if value not in MODES:
+            raise LuminaError(f"speculative must be one of {', '.join(MODES)} or off, got {value!r}")
         settings = SpeculativeSettings(mode=value)
     else:
         raise LuminaError(

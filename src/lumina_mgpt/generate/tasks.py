@@ -49,6 +49,9 @@ TASKS = {
 }
 
 
+MAX_FRAMES = 16
+
+
 def task_message(
     name: str, text: str, width: int, height: int, map_name: str = "segmentation map", frames: int = 2
 ) -> str:
@@ -58,4 +61,6 @@ def task_message(
         raise LuminaError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
     if task.needs_text and not text.strip():
         raise LuminaError(f"task {name!r} needs a text (instruction, caption, question or object)")
+    if name == "frames" and not 2 <= frames <= MAX_FRAMES:
+        raise LuminaError(f"the frames task draws 2..{MAX_FRAMES} frames, got {frames}")
     return task.template.format(text=text, width=width, height=height, map=map_name, n=frames)

@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_SEED = 2**62
+from lumina_mgpt.generate.sampling import MAX_SEED
+
 MAX_TOP_K = 2**31 - 1  # more than any vocabulary: 'all'
 
 
