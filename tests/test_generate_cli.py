@@ -148,7 +148,12 @@ def test_fast_and_best_of_flags_are_used_and_recorded(model, tmp_path):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--speculative", "fast"], "speculative mode must be one of exact, reference"),
+        (["--speculative", "fast"], "speculative must be one of exact, reference or off, got 'fast'"),
+        (["--device", "bogus"], "unknown device 'bogus'"),
+        (["--cfg", "nan"], "cfg_scale must be in 0..1000"),
+        (["--temperature", "inf"], "temperature must be 0 (greedy) or in 0.001..1000"),
+        (["--seed", "-1"], "a seed must be an int in 0..2**62"),
+        (["-n", "0"], "--num-images must be >= 1, got 0"),
         (["--speculative", "exact", "--window", "0"], "window must be >= 1"),
         (["--best-of", "0"], "--best-of must be >= 1"),
         (["--quantize", "int3"], "--quantize must be one of int8, int4"),
@@ -160,6 +165,22 @@ def test_bad_fast_sampling_values_are_one_line_errors(model, tmp_path, flags, me
     assert result.exit_code == 2
     assert result.output.strip().startswith("error:") and message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags", [[], ["--best-of", "2"]])
+def test_images_do_not_depend_on_the_batch_size(model, tmp_path, flags):
+    outputs = {}
+    for batch in ("2", "16"):
+        out = tmp_path / batch
+        args = ["generate", "a red star", "--size", "32x32", "-n", "3", "--seed", "5", "--batch-size", batch]
+        result = runner.invoke(app, [*args, "--out", str(out), "--model", model, *flags])
+        assert result.exit_code == 0, result.output
+        outputs[batch] = np.stack([np.asarray(Image.open(out / f"image_00{i}.png"), int) for i in range(3)])
+        settings = json.loads((out / "settings.json").read_text())
+        assert settings["files"] == ["image_000.png", "image_001.png", "image_002.png"]
+        assert len(settings["stats"]["batches"]) == 2 if batch == "2" else "forward_passes" in settings["stats"]
+        assert len(settings["scores"] or [0, 0, 0]) == 3
+    assert np.abs(outputs["2"] - outputs["16"]).max() <= 1  # same tokens; VQ decoding may round ±1 by batch
 
 
 def test_the_command_line_imports_torch_only_on_use_and_the_shapes_model_needs_no_diffusers():

@@ -25,6 +25,9 @@ def generate(
         str | None, typer.Option(help="WxH in pixels, e.g. 768x512 (default: the model's canvas).")
     ] = None,
     num_images: Annotated[int, typer.Option("--num-images", "-n", help="Images to draw.")] = 1,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Images decoded at once (memory); the images do not depend on it.")
+    ] = 16,
     seed: Annotated[int, typer.Option(help="Image k uses seed + k.")] = 0,
     cfg: Annotated[float | None, typer.Option(help="Guidance scale (1 = off).")] = None,
     temperature: Annotated[float | None, typer.Option(help="Image-token temperature (0 = greedy).")] = None,
@@ -64,24 +67,31 @@ def generate(
         raise LuminaError(f"--quantize must be one of {', '.join(QUANT_MODES)}, got {quantize!r}")
     if best_of < 1:
         raise LuminaError(f"--best-of must be >= 1, got {best_of}")
+    if num_images < 1:
+        raise LuminaError(f"--num-images must be >= 1, got {num_images}")
     pipe = _load(model, text_tokenizer, image_tokenizer, device, compile, quantize)
-    result = pipe(
-        prompt,
-        width,
-        height,
-        num_images,
-        cfg,
-        temperature,
-        top_k,
-        top_p,
-        seed,
-        force_size=not sample_size,
-        progress=sys.stderr.isatty(),
-        speculative=speculative,
-        window=window,
-        best_of=best_of,
-    )
-    files = _save_images(result.images, out, "image")
+    results, files = [], []
+    for first in range(0, num_images, batch_size):  # image k keeps seed + k (x best_of) whatever the batching
+        result = pipe(
+            prompt,
+            width,
+            height,
+            min(batch_size, num_images - first),
+            cfg,
+            temperature,
+            top_k,
+            top_p,
+            seed + first * best_of,
+            force_size=not sample_size,
+            progress=sys.stderr.isatty(),
+            speculative=speculative,
+            window=window,
+            best_of=best_of,
+        )
+        files += _save_images(result.images, out, "image", first)
+        results.append(result)
+    seconds = sum(r.stats["seconds"] for r in results)
+    stats = results[0].stats if len(results) == 1 else {"batches": [r.stats for r in results], "seconds": seconds}
     size_used = f"{result.images[0].width}x{result.images[0].height}"
     _write_settings(
         out,
@@ -93,14 +103,14 @@ def generate(
             "seed": seed,
             "sampling": result.settings,
             "best_of": best_of,
-            "scores": result.scores,
+            "scores": None if best_of == 1 else [score for r in results for score in r.scores],
             "quantize": quantize,
-            "stats": result.stats,
+            "stats": stats,
             "files": files,
             **_model_info(pipe, model),
         },
     )
-    typer.echo(f"wrote {len(files)} image(s) to {out} ({result.stats['seconds']:.1f} s)")
+    typer.echo(f"wrote {len(files)} image(s) to {out} ({seconds:.1f} s)")
 
 
 def chat(
@@ -225,13 +235,14 @@ def _read_image(path: Path) -> Image.Image:
         raise LuminaError(f"{path} is not an image file") from None
 
 
-def _save_images(images: list[Image.Image], out: Path, stem: str) -> list[str]:
+def _save_images(images: list[Image.Image], out: Path, stem: str, first: int = 0) -> list[str]:
+    """Write `stem_NNN.png` files numbered from `first`; their names."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise LuminaError(f"cannot create output folder {out} ({error.strerror})") from None
     files = []
-    for index, image in enumerate(images):
+    for index, image in enumerate(images, start=first):
         image.save(out / f"{stem}_{index:03d}.png")
         files.append(f"{stem}_{index:03d}.png")
     return files
