@@ -499,6 +499,7 @@ def test_serve_command_refuses_bad_arguments_in_one_line(tmp_path):
     cases = [
         (["--model", str(tmp_path / "missing"), "--no-ui", "--port", "0"], "missing"),
         (["--max-queue", "0", "--no-ui"], "--max-queue"),
+        (["--threads", "0", "--no-ui"], "and --threads must be >= 1"),
         (["--log-level", "loud", "--no-ui"], "--log-level must be one of"),
         (["--port", str(taken.getsockname()[1]), "--no-ui"], "cannot listen on 127.0.0.1"),
     ]
@@ -508,6 +509,8 @@ def test_serve_command_refuses_bad_arguments_in_one_line(tmp_path):
         assert result.output.startswith("error: ") and words in result.output
         assert result.output.count("\n") == 1 and "Traceback" not in result.output
     taken.close()
+    result = CliRunner().invoke(command, ["--port", "70000", "--no-ui"])
+    assert result.exit_code == 2 and "65535" in result.output and "Traceback" not in result.output
 
 
 # ----------------------------------------------------------------------------------------- web UI

@@ -17,7 +17,9 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 def serve(
     model: ModelOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0: any free port; the URL is printed).")] = 8000,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port (0: any free port; the URL is printed).")
+    ] = 8000,
     served_model_name: Annotated[
         str | None, typer.Option(help="Model id clients see (default: folder name).")
     ] = None,
@@ -40,7 +42,8 @@ def serve(
 ) -> None:
     """Serve the OpenAI-compatible API (/v1/images/generations, /v1/chat/completions) and the web UI."""
     try:
-        if min(max_images, max_batch_images, max_queue, threads or 1) < 1 or batch_window_ms < 0:
+        counts = [max_images, max_batch_images, max_queue, 1 if threads is None else threads]
+        if min(counts) < 1 or batch_window_ms < 0:
             raise LuminaError(
                 "--max-images, --max-batch-images, --max-queue and --threads must be >= 1, "
                 "--batch-window-ms >= 0"
