@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 from lumina_mgpt.data.cli import pretokenize as pretokenize_command
 from lumina_mgpt.data.pretokenize import pretokenize
 from lumina_mgpt.data.shards import ShardSet
+from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.text import TextTokenizer
 from lumina_mgpt.unirep import decode_image_block
 from lumina_mgpt.vocab import TokenLayout
-from lumina_mgpt.vq import fit_to_bucket, load_image_tokenizer, pil_to_pixels
+from lumina_mgpt.vq import fit_to_bucket, load_image_tokenizer, pil_to_pixels, to_rgb
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_records_become_samples_with_exact_targets(tmp_path, tools):
     assert t2i.ids[0] == layout.bos_id and tokenizer.decode(t2i.ids[1:start - 1]) == prompt
     assert t2i.ids[start - 1] == layout.turn_sep_id and t2i.ids[-1] == layout.turn_sep_id
     assert end == len(t2i) - 1 and not t2i.target[:start].any() and t2i.target[start:].all()
-    fitted = fit_to_bucket(Image.open(tmp_path / "wide.png").convert("RGBA"), 64)
+    fitted = fit_to_bucket(to_rgb(Image.open(tmp_path / "wide.png")), 64)
     expected_codes = tools["image_tokenizer"].encode(pil_to_pixels(fitted))[0]
     assert torch.equal(decode_image_block(torch.from_numpy(t2i.ids[start:end]).long(), layout), expected_codes)
 
@@ -102,6 +103,49 @@ def test_bad_records_are_reported_and_skipped_and_runs_resume(tmp_path, tools):
 
     again = CliRunner().invoke(app, args)
     assert again.output.strip().endswith("0 shards written (0 samples), 2 already done; 4 records skipped")
+
+
+def _cli(records, out, tools, *args):
+    from lumina_mgpt.cli import app
+
+    return CliRunner().invoke(app, ["pretokenize", str(records), "--out", str(out), "--tokenizer",
+                                    str(tools["tokenizer_dir"]), "--image-tokenizer", str(tools["vq_dir"]), *args])
+
+
+def test_bad_output_folder_rank_world_size_and_area_are_refused_up_front(tmp_path, tools):
+    _image(tmp_path / "a.png", (64, 64), (245, 140, 20))
+    records, afile = _records(tmp_path, [{"image": "a.png", "caption": "a square"}]), tmp_path / "afile"
+    afile.touch()
+    for args, message in (
+        (["--out", str(afile)], f"error: {afile} exists and is not a folder"),
+        (["--rank", "3", "--world-size", "2"], "error: rank 3 is outside 0..1 (world size 2)"),
+        (["--area", "0"], "error: bucket side 0 px is not a positive multiple of the unit 32 px"),
+        (["--area", "48"], "error: bucket side 48 px is not a positive multiple of the unit 32 px"),
+        (["--area", "1024"], "error: area 1024 px is larger than layout ours's largest image side, 512 px"),
+    ):
+        result = _cli(records, tmp_path / "shards", tools, *args)
+        assert (result.exit_code, result.output) == (2, message + "\n"), args
+    result = _cli(records, tmp_path / "shards", tools, "--world-size", "0")
+    assert result.exit_code == 2 and "Invalid value for '--world-size'" in result.output
+    assert not (tmp_path / "shards").exists()
+
+
+def test_shards_of_other_records_or_settings_are_redone_not_reused(tmp_path, tools):
+    _image(tmp_path / "a.png", (64, 64), (245, 140, 20))
+    records, out = _records(tmp_path, [{"image": "a.png", "caption": f"old {i}"} for i in range(4)]), tmp_path / "out"
+    assert _run(records, out, tools).shards_written == 1
+    assert _run(records, out, tools).shards_already_done == 1
+    _records(tmp_path, [{"image": "a.png", "caption": f"new {i}"} for i in range(4)])
+    assert _run(records, out, tools).shards_written == 1
+    sample = ShardSet([out])[0]
+    assert tools["tokenizer"].decode(sample.ids[1:sample.image_span[0] - 1]).endswith("new 0")
+    result = _cli(records, out, tools, "--area", "128")
+    assert "shard-00000.safetensors: written from other records, tokenizer or settings: redone" in result.output
+    assert result.output.strip().endswith("1 shards written (4 samples), 0 already done; 0 records skipped")
+    assert ShardSet([out])[0].canvas == (128, 128)
+    assert _run(records, out, tools, records_per_shard=2).shards_written == 2
+    with pytest.raises(LuminaError, match=f"{out / 'shard-00001.safetensors'} is not one of the 1 shards of "):
+        _run(records, out, tools)  # area 64, 1 shard: shard 1 would be left over
 
 
 def test_ranks_split_shards_and_size_phrase_drop_is_seeded(tmp_path, tools):

@@ -1,12 +1,14 @@
 """End-to-end training runs on CPU: bit-exact resume after kill -9, torchrun with 2 ranks vs 1, shapes world."""
 
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from train_fixtures import (  # noqa: F401 (one_thread: a fixture)
     one_thread,
@@ -18,6 +20,7 @@ from train_fixtures import (  # noqa: F401 (one_thread: a fixture)
     write_synthetic_shards,
 )
 
+from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.model import load_transformer
 from lumina_mgpt.train.checkpoint import PAUSE_ENV
 from lumina_mgpt.vocab import TokenLayout
@@ -122,6 +125,38 @@ def test_time_limit_checkpoints_and_stops_and_the_same_command_resumes_bit_exact
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
     assert _losses(reference) == _losses(run)
+
+
+def test_a_checkpoint_of_another_model_or_damaged_is_refused_in_one_line_naming_its_folder(tmp_path):
+    write_synthetic_shards(tmp_path / "shards")
+    config, run = write_config(tmp_path / "run.yaml"), tmp_path / "run"
+    _train_here(config, run)
+    latest = run / "checkpoints" / "step-6"
+    model = yaml.safe_load(config.read_text())["model"]
+    for changed, cause in (({"hidden_size": 48}, "Size mismatch between saved torch.Size([600, 32])"),
+                           ({"num_hidden_layers": 1}, "the model has no weight model.layers.1.")):
+        other = write_config(tmp_path / "other.yaml", model={**model, **changed})
+        with pytest.raises(LuminaError, match="different model config or is damaged") as error:
+            _train_here(other, run)
+        assert f"checkpoint {latest} ({cause}" in str(error.value) and "\n" not in str(error.value)
+    with open(latest / "__0_0.distcp", "r+b") as file:
+        file.truncate(1000)
+    with pytest.raises(LuminaError, match=f"cannot resume from checkpoint {latest} .*delete that folder"):
+        _train_here(config, run)
+    shutil.rmtree(latest)
+    assert _train_here(config, run) == run / "model"  # from step 4
+
+
+def test_a_file_given_as_out_or_export_folder_is_refused_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from lumina_mgpt.cli import app
+
+    config, afile = write_config(tmp_path / "run.yaml"), tmp_path / "afile"
+    afile.touch()
+    for args in (["--out", str(afile)], ["--out", str(tmp_path / "run"), "--export", str(afile)]):
+        result = CliRunner().invoke(app, ["train", str(config), *args])
+        assert (result.exit_code, result.output) == (2, f"error: {afile} exists and is not a folder\n")
 
 
 def test_two_ranks_under_torchrun_follow_the_single_process_loss_curve(tmp_path):

@@ -76,6 +76,21 @@ def test_the_pipeline_adapter_gives_a_conversation_too_long_for_the_model_an_emp
     assert replies[1]["text"] == alone.text
 
 
+def test_a_file_as_output_folder_or_nothing_to_evaluate_is_refused_in_one_line(tmp_path):
+    (tmp_path / "afile").touch()
+    for args in (
+        ["eval", "--out", str(tmp_path / "afile"), "--prompts", "1", "--tasks", "none"],
+        ["train-tokenizer", "--out", str(tmp_path / "afile" / "sub")],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert result.output == f"error: {tmp_path / 'afile'} exists and is not a folder\n"
+    result = runner.invoke(app, ["eval", "--out", str(tmp_path / "eval"), "--tasks", "none", "--no-t2i"])
+    assert result.exit_code == 2
+    assert result.output == "error: nothing to evaluate: --no-t2i with --tasks none\n"
+    assert not (tmp_path / "eval").exists()
+
+
 def test_eval_rejects_a_bad_canvas_in_one_line(tmp_path):
     result = runner.invoke(app, ["eval", "--model", str(tmp_path), "--canvas", "96by96"])
     assert result.exit_code == 2

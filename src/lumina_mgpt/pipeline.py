@@ -44,7 +44,7 @@ from lumina_mgpt.unirep import (
     t2i_prompt,
 )
 from lumina_mgpt.vocab import TokenLayout, find_tokenizer_file, ours_image_token_name, v1_image_token_name
-from lumina_mgpt.vq import ImageTokenizer, fit_to_bucket, load_image_tokenizer
+from lumina_mgpt.vq import ImageTokenizer, fit_to_bucket, load_image_tokenizer, to_rgb
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "shapes"
 ImageInput = Image.Image | np.ndarray
@@ -592,15 +592,16 @@ def _describe(settings: DecodeSettings) -> dict[str, object]:
 
 
 def _as_pil(image: ImageInput) -> Image.Image:
+    """The 8-bit RGB PIL image of an input image (`to_rgb`: transparency onto white, wide grey scaled)."""
     if isinstance(image, Image.Image):
-        return image
+        return to_rgb(image)
     if (
         isinstance(image, np.ndarray)
         and image.dtype == np.uint8
         and image.ndim == 3
         and image.shape[2] in (3, 4)
     ):
-        return Image.fromarray(image)
+        return to_rgb(Image.fromarray(image))
     raise LuminaError(
         f"an image must be a PIL image or a uint8 array [H, W, 3], got {type(image).__name__}"
         + (f" {image.dtype} {list(image.shape)}" if isinstance(image, np.ndarray) else "")

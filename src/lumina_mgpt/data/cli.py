@@ -5,6 +5,8 @@ from typing import Annotated
 
 import typer
 
+from lumina_mgpt.errors import check_output_folder
+
 
 def pretokenize(
     records: Annotated[Path, typer.Argument(help="JSONL file: {image, caption} or {conversations, images} lines.")],
@@ -15,8 +17,9 @@ def pretokenize(
     area: Annotated[int, typer.Option("--area", help="Target area side in px: images go to its buckets.")] = 512,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the 10% size-less prompts.")] = 0,
     records_per_shard: Annotated[int, typer.Option("--records-per-shard", min=1)] = 1024,
-    rank: Annotated[int, typer.Option("--rank", envvar="RANK", help="This worker's index.")] = 0,
-    world_size: Annotated[int, typer.Option("--world-size", envvar="WORLD_SIZE", help="Number of workers.")] = 1,
+    rank: Annotated[int, typer.Option("--rank", envvar="RANK", min=0, help="This worker's index.")] = 0,
+    world_size: Annotated[int, typer.Option(
+        "--world-size", envvar="WORLD_SIZE", min=1, help="Number of workers.")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per VQ encoder pass.")] = 16,
     device: Annotated[str, typer.Option("--device", help="Device of the image tokenizer.")] = "cpu",
 ) -> None:
@@ -30,6 +33,7 @@ def pretokenize(
     from lumina_mgpt.vocab import TokenLayout
     from lumina_mgpt.vq import load_image_tokenizer
 
+    check_output_folder(out)
     report = run_pretokenize(
         records, out, tokenizer=TextTokenizer.from_folder(tokenizer),
         layout=TokenLayout.from_tokenizer(tokenizer, layout),

@@ -10,10 +10,12 @@ Records, one JSON object per line (image paths relative to the JSONL file's fold
 
 Records are cut into shards of `records_per_shard` by line order; shard k belongs to rank k mod world_size,
 so ranks (e.g. under torchrun) split the work. A shard is written atomically when done and skipped when a
-run is repeated, so an interrupted run resumes. A record that cannot be used (unreadable image, malformed
+run is repeated with the same records, text tokenizer and settings (its fingerprint), so an interrupted run
+resumes; a shard written from other ones is redone. A record that cannot be used (unreadable image, malformed
 record) is reported with its line number and skipped; each shard lists its skipped records.
 """
 
+import hashlib
 import json
 import os
 import zlib
@@ -26,12 +28,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from lumina_mgpt.data.encode import check_factor, conversation_sample, encode_images
-from lumina_mgpt.data.shards import Sample, Shard, write_shard
+from lumina_mgpt.data.shards import SHARD_GLOB, Sample, Shard, write_shard
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.text import IMAGE_PLACEHOLDER, Message, TextTokenizer
-from lumina_mgpt.unirep import t2i_prompt
+from lumina_mgpt.unirep import buckets, t2i_prompt
 from lumina_mgpt.vocab import TokenLayout
-from lumina_mgpt.vq import ImageTokenizer, fit_to_bucket
+from lumina_mgpt.vq import ImageTokenizer, fit_to_bucket, to_rgb
 
 SIZELESS_PROMPT_RATE = 0.1  # v2 drops "of WxH" from this share of its text-to-image prompts
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
@@ -59,27 +61,40 @@ def pretokenize(records: str | os.PathLike, out: str | os.PathLike, *, tokenizer
                 progress: bool = True) -> PretokenizeReport:
     """Tokenise this rank's shards of `records` into `out`; see the module docstring."""
     check_factor(image_tokenizer, layout)
+    _check_area(area, layout)
+    if not 0 <= rank < world_size:
+        raise LuminaError(f"rank {rank} is outside 0..{world_size - 1} (world size {world_size})")
     records, out = Path(records), Path(out)
     try:
         lines = records.read_text(encoding="utf-8").splitlines()
     except OSError as err:
         raise LuminaError(f"{records}: cannot read ({err.strerror})") from None
-    out.mkdir(parents=True, exist_ok=True)
     report = PretokenizeReport()
     shard_count = (len(lines) + records_per_shard - 1) // records_per_shard
+    ours = {f"shard-{k:05d}.safetensors" for k in range(shard_count)}
+    foreign = sorted(p.name for p in out.glob(SHARD_GLOB) if p.name not in ours)
+    if foreign:
+        raise LuminaError(f"{out / foreign[0]} is not one of the {shard_count} shards of {records} (left by other "
+                          "records or --records-per-shard?): delete it or use another --out")
+    out.mkdir(parents=True, exist_ok=True)
     mine = range(rank, shard_count, world_size)
     bar = tqdm(total=sum(min(records_per_shard, len(lines) - k * records_per_shard) for k in mine),
                unit="record", disable=not progress)
-    metadata = {"area": str(area), "layout": layout.name, "seed": str(seed), "source": records.name}
+    settings = {"area": str(area), "layout": layout.name, "seed": str(seed)}
+    vocab = hashlib.sha256(tokenizer.tokenizer.to_str().encode()).hexdigest()
     for k in mine:
         path = out / f"shard-{k:05d}.safetensors"
         first = k * records_per_shard
         chunk = lines[first:first + records_per_shard]
+        fingerprint = hashlib.sha256(json.dumps([settings, vocab, first, chunk]).encode()).hexdigest()
         if path.exists():
-            report.shards_already_done += 1
-            report.skipped += json.loads(Shard(path).metadata["skipped"])
-            bar.update(len(chunk))
-            continue
+            done = Shard(path).metadata
+            if done.get("fingerprint") == fingerprint:
+                report.shards_already_done += 1
+                report.skipped += json.loads(done["skipped"])
+                bar.update(len(chunk))
+                continue
+            bar.write(f"{path.name}: written from other records, tokenizer or settings: redone")
         samples: list[Sample] = []
         skipped: list[int] = []
         for start in range(0, len(chunk), batch_size):
@@ -96,13 +111,22 @@ def pretokenize(records: str | os.PathLike, out: str | os.PathLike, *, tokenizer
             samples += _encode(parsed, tokenizer, layout, image_tokenizer, batch_size, skipped, bar)
             bar.update(len(chunk[start:start + batch_size]))
         tasks = sorted({s.task for s in samples})
-        write_shard(path, samples, tasks, {**metadata, "skipped": json.dumps(sorted(skipped))})
+        write_shard(path, samples, tasks, {**settings, "source": records.name, "fingerprint": fingerprint,
+                                           "skipped": json.dumps(sorted(skipped))})
         report.shards_written += 1
         report.samples += len(samples)
         report.skipped += skipped
     bar.close()
     report.skipped.sort()
     return report
+
+
+def _check_area(area: int, layout: TokenLayout) -> None:
+    """Refuse an area that has no buckets or only buckets too large for the layout (every record would fail)."""
+    buckets(area)  # fit_to_bucket's: a positive multiple of 32 px
+    if area > layout.max_size_units * layout.size_unit_px:
+        raise LuminaError(f"area {area} px is larger than layout {layout.name}'s largest image side, "
+                          f"{layout.max_size_units * layout.size_unit_px} px")
 
 
 def _encode(records: list[_Record], tokenizer: TextTokenizer, layout: TokenLayout,
@@ -161,7 +185,7 @@ def _load_image(base: Path, path: Any, area: int) -> Image.Image:
     try:
         with Image.open(base / path) as image:
             image.load()
-            return fit_to_bucket(image.convert("RGBA"), area)  # encoding composites transparency onto white
+            return fit_to_bucket(to_rgb(image), area)  # as chats fit their input images
     except FileNotFoundError:
         raise LuminaError(f"image {path} not found") from None
     except (OSError, ValueError, Image.DecompressionBombError) as err:

@@ -6,6 +6,7 @@ mid-write leaves the previous checkpoint the latest complete one. The newest `ke
 """
 
 import os
+import pickle
 import re
 import shutil
 import time
@@ -19,6 +20,7 @@ from torch import nn
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.train.distributed import Runtime
 
 STEP_DIR = re.compile(r"step-(\d+)")
@@ -63,11 +65,21 @@ class Checkpointer:
         model_state, optimizer_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optimizer": optimizer_state, **extra}
         rng_key = _rng_key(self.runtime.rank)
-        saved_keys = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+        try:
+            saved_keys = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+        except (OSError, EOFError, pickle.UnpicklingError) as error:
+            raise _unloadable(path, error) from None
+        saved_weights = {k.removeprefix("model.") for k in saved_keys if k.startswith("model.")}
+        if saved_weights != set(model_state):  # fewer layers would otherwise load silently
+            name = min(saved_weights ^ set(model_state))
+            raise _unloadable(path, f"{'the model has no' if name in saved_weights else 'it lacks'} weight {name}")
         has_rng = any(k.startswith(rng_key + ".") for k in saved_keys)  # absent if the world size grew
         if has_rng:
             state[rng_key] = _rng_states(self.runtime.device)
-        dcp.load(state, checkpoint_id=path, planner=_WeightsOnlyLoadPlanner())
+        try:
+            dcp.load(state, checkpoint_id=path, planner=_WeightsOnlyLoadPlanner())
+        except dcp.CheckpointException as error:  # every rank raises it: DCP gathers the failures
+            raise _unloadable(path, next(iter(error.failures.values()))[0]) from None
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
         if has_rng:
             _set_rng_states(state[rng_key], self.runtime.device)
@@ -93,6 +105,14 @@ class _WeightsOnlyLoadPlanner(DefaultLoadPlanner):
         torch.load(value, weights_only=True)
         value.seek(0)
         super().load_bytes(read_item, value)
+
+
+def _unloadable(path: Path, cause: BaseException | str) -> LuminaError:
+    if isinstance(cause, BaseException):
+        cause = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return LuminaError(f"cannot resume from checkpoint {path} ({cause}): it was written by a different model "
+                       "config or is damaged; delete that folder to resume from the previous checkpoint (if any), "
+                       "or use another --out")
 
 
 def _step_of(path: Path) -> int:

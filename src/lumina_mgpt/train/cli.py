@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from lumina_mgpt.errors import check_output_folder
 from lumina_mgpt.train.config import load_config
 
 
@@ -33,6 +34,8 @@ def train(
 
     settings = load_config(config)
     out = out or Path("runs") / config.stem
+    for path in filter(None, (out, export)):
+        check_output_folder(path)
     try:
         if export:
             folder = export_latest(settings, out, export, init_from)

@@ -10,6 +10,8 @@ from torch import nn
 from torch.distributed._composable import checkpoint
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+from lumina_mgpt.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -27,11 +29,11 @@ class Runtime:
 def init_distributed(device: str | None = None) -> Runtime:
     """Join torchrun's process group (RANK/WORLD_SIZE in the environment) or make a world of one.
 
-    `device` defaults to this rank's CUDA device when CUDA is available, else the CPU.
+    `device` defaults (None or "auto") to this rank's CUDA device when CUDA is available, else the CPU.
     """
-    if device is None:
+    if device in (None, "auto"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = resolve_device(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend, device_id = ("nccl", device) if device.type == "cuda" else ("gloo", None)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.errors import LuminaError, check_output_folder
 
 _CANVAS_IN_PROMPT = re.compile(r" of (\d+)x(\d+)")
 
@@ -108,7 +108,10 @@ def evaluate(
     from lumina_mgpt.world import DEFAULT_CANVASES, OMNI_KINDS, format_table, run_benchmark
 
     chosen = list(OMNI_KINDS) if tasks in (None, "all") else [] if tasks == "none" else tasks.split(",")
+    if not t2i and not chosen:
+        raise LuminaError("nothing to evaluate: --no-t2i with --tasks none")
     canvases = [_canvas(c) for c in canvas] if canvas else list(DEFAULT_CANVASES)
+    check_output_folder(out)
     pipe = LuminaMGPTPipeline.from_pretrained(model, device=device)
     summary = run_benchmark(
         pipeline_generate_fn(pipe, batch_size) if t2i else None,
@@ -154,6 +157,7 @@ def train_tokenizer(
     from lumina_mgpt.vq.loading import SHAPES_TOKENIZER
     from lumina_mgpt.world.corpus import train_world_tokenizer
 
+    check_output_folder(out)
     codebook = load_image_tokenizer(image_tokenizer or SHAPES_TOKENIZER).codebook_size
     tokenizer = train_world_tokenizer(vocab_size, codebook, max_size_units, samples, seed)
     tokenizer.save(out)
