@@ -24,8 +24,13 @@ from lumina_mgpt.vq import fit_to_bucket, load_image_tokenizer, pil_to_pixels, t
 def tools(tmp_path_factory):
     root = tmp_path_factory.mktemp("tools")
     tokenizer_dir, vq_dir = tiny_text_tokenizer(root / "tokenizer"), tiny_image_tokenizer(root / "vq")
-    return dict(tokenizer_dir=tokenizer_dir, vq_dir=vq_dir, tokenizer=TextTokenizer.from_folder(tokenizer_dir),
-                layout=TokenLayout.from_tokenizer(tokenizer_dir, "ours"), image_tokenizer=load_image_tokenizer(vq_dir))
+    return dict(
+        tokenizer_dir=tokenizer_dir,
+        vq_dir=vq_dir,
+        tokenizer=TextTokenizer.from_folder(tokenizer_dir),
+        layout=TokenLayout.from_tokenizer(tokenizer_dir, "ours"),
+        image_tokenizer=load_image_tokenizer(vq_dir),
+    )
 
 
 def _image(path, size, color):
@@ -42,19 +47,35 @@ def _records(folder, lines):
 
 
 def _run(records, out, tools, **kwargs):
-    return pretokenize(records, out, tokenizer=tools["tokenizer"], layout=tools["layout"],
-                       image_tokenizer=tools["image_tokenizer"], area=64, progress=False, **kwargs)
+    return pretokenize(
+        records,
+        out,
+        tokenizer=tools["tokenizer"],
+        layout=tools["layout"],
+        image_tokenizer=tools["image_tokenizer"],
+        area=64,
+        progress=False,
+        **kwargs,
+    )
 
 
 def test_records_become_samples_with_exact_targets(tmp_path, tools):
     _image(tmp_path / "wide.png", (96, 80), (220, 40, 40))
     _image(tmp_path / "square.png", (64, 64), (40, 80, 220))
-    records = _records(tmp_path, [
-        {"image": "wide.png", "caption": "a red square", "id": "r1"},
-        {"conversations": [{"from": "human", "value": "Describe the image. <|image|>"},
-                           {"from": "gpt", "value": "a blue square."}],
-         "images": ["square.png"], "task": "captioning"},
-    ])
+    records = _records(
+        tmp_path,
+        [
+            {"image": "wide.png", "caption": "a red square", "id": "r1"},
+            {
+                "conversations": [
+                    {"from": "human", "value": "Describe the image. <|image|>"},
+                    {"from": "gpt", "value": "a blue square."},
+                ],
+                "images": ["square.png"],
+                "task": "captioning",
+            },
+        ],
+    )
     report = _run(records, tmp_path / "shards", tools)
     assert (report.shards_written, report.samples, report.skipped) == (1, 2, [])
     samples = ShardSet([tmp_path / "shards"])
@@ -62,42 +83,69 @@ def test_records_become_samples_with_exact_targets(tmp_path, tools):
 
     t2i = samples[0]
     start, end = t2i.image_span
-    assert (t2i.task, t2i.record, t2i.canvas) == ("t2i", 1, (64, 64))  # 96x80 fits the 64x64 bucket of area 64
+    assert (t2i.task, t2i.record, t2i.canvas) == (
+        "t2i",
+        1,
+        (64, 64),
+    )  # 96x80 fits the 64x64 bucket of area 64
     prompt = "Generate an image of 64x64 according to the following prompt:\na red square"
-    assert t2i.ids[0] == layout.bos_id and tokenizer.decode(t2i.ids[1:start - 1]) == prompt
+    assert t2i.ids[0] == layout.bos_id and tokenizer.decode(t2i.ids[1 : start - 1]) == prompt
     assert t2i.ids[start - 1] == layout.turn_sep_id and t2i.ids[-1] == layout.turn_sep_id
     assert end == len(t2i) - 1 and not t2i.target[:start].any() and t2i.target[start:].all()
     fitted = fit_to_bucket(to_rgb(Image.open(tmp_path / "wide.png")), 64)
     expected_codes = tools["image_tokenizer"].encode(pil_to_pixels(fitted))[0]
-    assert torch.equal(decode_image_block(torch.from_numpy(t2i.ids[start:end]).long(), layout), expected_codes)
+    assert torch.equal(
+        decode_image_block(torch.from_numpy(t2i.ids[start:end]).long(), layout), expected_codes
+    )
 
     chat = samples[1]
-    assert (chat.task, chat.record, chat.image_span) == ("captioning", 2, (0, 0))  # the image is in the question
+    assert (chat.task, chat.record, chat.image_span) == (
+        "captioning",
+        2,
+        (0, 0),
+    )  # the image is in the question
     answer = [*tokenizer.encode("a blue square."), layout.turn_sep_id]
-    assert chat.ids[chat.target].tolist() == answer and chat.ids[-len(answer):].tolist() == answer
+    assert chat.ids[chat.target].tolist() == answer and chat.ids[-len(answer) :].tolist() == answer
 
 
 def test_bad_records_are_reported_and_skipped_and_runs_resume(tmp_path, tools):
     _image(tmp_path / "ok.png", (64, 64), (40, 170, 60))
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
-    records = _records(tmp_path, [
-        {"image": "ok.png", "caption": "a green square"},
-        {"image": "corrupt.png", "caption": "broken"},
-        {"image": "missing.png", "caption": "gone"},
-        "{not json",
-        {"conversations": [{"from": "human", "value": "Two images? <|image|>"}], "images": []},
-        {"image": "ok.png", "caption": "a green square again"},
-    ])
+    records = _records(
+        tmp_path,
+        [
+            {"image": "ok.png", "caption": "a green square"},
+            {"image": "corrupt.png", "caption": "broken"},
+            {"image": "missing.png", "caption": "gone"},
+            "{not json",
+            {"conversations": [{"from": "human", "value": "Two images? <|image|>"}], "images": []},
+            {"image": "ok.png", "caption": "a green square again"},
+        ],
+    )
     app = typer.Typer()
     app.command()(pretokenize_command)
-    args = [str(records), "--out", str(tmp_path / "shards"), "--tokenizer", str(tools["tokenizer_dir"]),
-            "--image-tokenizer", str(tools["vq_dir"]), "--area", "64", "--records-per-shard", "4"]
+    args = [
+        str(records),
+        "--out",
+        str(tmp_path / "shards"),
+        "--tokenizer",
+        str(tools["tokenizer_dir"]),
+        "--image-tokenizer",
+        str(tools["vq_dir"]),
+        "--area",
+        "64",
+        "--records-per-shard",
+        "4",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "record 2: skipped: cannot read image corrupt.png" in result.output
     assert "record 3: skipped: image missing.png not found" in result.output
     assert "record 4: skipped: invalid JSON" in result.output
-    assert "record 5: skipped: the conversation has 1 <|image|> placeholder(s) but 0 image block(s)" in result.output
+    assert (
+        "record 5: skipped: the conversation has 1 <|image|> placeholder(s) but 0 image block(s)"
+        in result.output
+    )
     assert result.output.strip().endswith("2 shards written (2 samples), 0 already done; 4 records skipped")
     assert [s.record for s in (ShardSet([tmp_path / "shards"])[i] for i in range(2))] == [1, 6]
 
@@ -108,8 +156,20 @@ def test_bad_records_are_reported_and_skipped_and_runs_resume(tmp_path, tools):
 def _cli(records, out, tools, *args):
     from lumina_mgpt.cli import app
 
-    return CliRunner().invoke(app, ["pretokenize", str(records), "--out", str(out), "--tokenizer",
-                                    str(tools["tokenizer_dir"]), "--image-tokenizer", str(tools["vq_dir"]), *args])
+    return CliRunner().invoke(
+        app,
+        [
+            "pretokenize",
+            str(records),
+            "--out",
+            str(out),
+            "--tokenizer",
+            str(tools["tokenizer_dir"]),
+            "--image-tokenizer",
+            str(tools["vq_dir"]),
+            *args,
+        ],
+    )
 
 
 def test_bad_output_folder_rank_world_size_and_area_are_refused_up_front(tmp_path, tools):
@@ -132,19 +192,26 @@ def test_bad_output_folder_rank_world_size_and_area_are_refused_up_front(tmp_pat
 
 def test_shards_of_other_records_or_settings_are_redone_not_reused(tmp_path, tools):
     _image(tmp_path / "a.png", (64, 64), (245, 140, 20))
-    records, out = _records(tmp_path, [{"image": "a.png", "caption": f"old {i}"} for i in range(4)]), tmp_path / "out"
+    records, out = (
+        _records(tmp_path, [{"image": "a.png", "caption": f"old {i}"} for i in range(4)]),
+        tmp_path / "out",
+    )
     assert _run(records, out, tools).shards_written == 1
     assert _run(records, out, tools).shards_already_done == 1
     _records(tmp_path, [{"image": "a.png", "caption": f"new {i}"} for i in range(4)])
     assert _run(records, out, tools).shards_written == 1
     sample = ShardSet([out])[0]
-    assert tools["tokenizer"].decode(sample.ids[1:sample.image_span[0] - 1]).endswith("new 0")
+    assert tools["tokenizer"].decode(sample.ids[1 : sample.image_span[0] - 1]).endswith("new 0")
     result = _cli(records, out, tools, "--area", "128")
-    assert "shard-00000.safetensors: written from other records, tokenizer or settings: redone" in result.output
+    assert (
+        "shard-00000.safetensors: written from other records, tokenizer or settings: redone" in result.output
+    )
     assert result.output.strip().endswith("1 shards written (4 samples), 0 already done; 0 records skipped")
     assert ShardSet([out])[0].canvas == (128, 128)
     assert _run(records, out, tools, records_per_shard=2).shards_written == 2
-    with pytest.raises(LuminaError, match=f"{out / 'shard-00001.safetensors'} is not one of the 1 shards of "):
+    with pytest.raises(
+        LuminaError, match=f"{out / 'shard-00001.safetensors'} is not one of the 1 shards of "
+    ):
         _run(records, out, tools)  # area 64, 1 shard: shard 1 would be left over
 
 
@@ -155,12 +222,19 @@ def test_ranks_split_shards_and_size_phrase_drop_is_seeded(tmp_path, tools):
         _run(records, tmp_path / "seed0", tools, records_per_shard=16, rank=rank, world_size=2)
     _run(records, tmp_path / "single", tools, records_per_shard=16)
     _run(records, tmp_path / "seed1", tools, records_per_shard=16, seed=1)
-    assert sorted(p.name for p in (tmp_path / "seed0").iterdir()) == [f"shard-{k:05d}.safetensors" for k in range(4)]
+    assert sorted(p.name for p in (tmp_path / "seed0").iterdir()) == [
+        f"shard-{k:05d}.safetensors" for k in range(4)
+    ]
 
     def sizeless(folder):
         samples = ShardSet([folder])
-        prompts = [tools["tokenizer"].decode(samples[i].ids[1:samples[i].image_span[0] - 1]) for i in range(60)]
-        assert all(p.startswith(("Generate an image of 64x64 according", "Generate an image according")) for p in prompts)
+        prompts = [
+            tools["tokenizer"].decode(samples[i].ids[1 : samples[i].image_span[0] - 1]) for i in range(60)
+        ]
+        assert all(
+            p.startswith(("Generate an image of 64x64 according", "Generate an image according"))
+            for p in prompts
+        )
         return {i for i, p in enumerate(prompts) if p.startswith("Generate an image according")}
 
     dropped, other_seed = sizeless(tmp_path / "seed0"), sizeless(tmp_path / "seed1")

@@ -61,8 +61,14 @@ def test_resume_mid_epoch_continues_the_same_stream():
 
 def test_task_ratios_repeat_and_subsample_exactly():
     tasks = np.array(["t2i"] * 6 + ["edit"] * 4 + ["qa"] * 2, dtype=object)
-    sampler = LengthGroupedSampler(np.arange(12) + 5, np.zeros((12, 2)), batch_size=1, seed=0, tasks=tasks,
-                                   task_ratios={"edit": 2.0, "t2i": 0.5})
+    sampler = LengthGroupedSampler(
+        np.arange(12) + 5,
+        np.zeros((12, 2)),
+        batch_size=1,
+        seed=0,
+        tasks=tasks,
+        task_ratios={"edit": 2.0, "t2i": 0.5},
+    )
     seen = Counter(np.concatenate(sampler.epoch_batches(0)).tolist())
     assert sorted(seen[i] for i in range(6)) == [0, 0, 0, 1, 1, 1]  # half of t2i, once each
     assert [seen[i] for i in range(6, 12)] == [2, 2, 2, 2, 1, 1]  # edit twice, qa (no ratio) once

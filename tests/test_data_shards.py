@@ -21,12 +21,20 @@ def test_round_trip_over_several_shards(tmp_path):
         np.testing.assert_array_equal(got.ids, want.ids)
         np.testing.assert_array_equal(got.target, want.target)
         assert (got.canvas, got.image_span, got.task, got.record) == (
-            want.canvas, want.image_span, want.task, want.record)
+            want.canvas,
+            want.image_span,
+            want.task,
+            want.record,
+        )
 
 
 def test_labels_and_image_only():
-    sample = Sample(ids=np.array([0, 5, 6, 7, 8, 9, 3], np.int32),
-                    target=np.array([0, 0, 1, 1, 1, 1, 1], bool), image_span=(2, 6), record=4)
+    sample = Sample(
+        ids=np.array([0, 5, 6, 7, 8, 9, 3], np.int32),
+        target=np.array([0, 0, 1, 1, 1, 1, 1], bool),
+        image_span=(2, 6),
+        record=4,
+    )
     np.testing.assert_array_equal(sample.labels, [-100, -100, 6, 7, 8, 9, 3])
     dropped = sample.image_only()
     np.testing.assert_array_equal(dropped.ids, [6, 7, 8, 9])

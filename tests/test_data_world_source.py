@@ -12,12 +12,21 @@ from lumina_mgpt.vocab import TokenLayout
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
-    return dict(tokenizer=tiny_text_tokenizer(root / "tok"), image_tokenizer=tiny_image_tokenizer(root / "vq"))
+    return dict(
+        tokenizer=tiny_text_tokenizer(root / "tok"), image_tokenizer=tiny_image_tokenizer(root / "vq")
+    )
 
 
 def _source(paths, tasks=None, area=96, rank=0, world_size=1, max_aspect=None, **kwargs):
-    spec = WorldSpec(tasks or {"t2i": 1.0, "count_qa": 1.0}, area, str(paths["tokenizer"]), "ours",
-                     str(paths["image_tokenizer"]), seed=5, max_aspect=max_aspect)
+    spec = WorldSpec(
+        tasks or {"t2i": 1.0, "count_qa": 1.0},
+        area,
+        str(paths["tokenizer"]),
+        "ours",
+        str(paths["image_tokenizer"]),
+        seed=5,
+        max_aspect=max_aspect,
+    )
     return WorldSource(spec, batch_size=4, rank=rank, world_size=world_size, **kwargs)
 
 
@@ -58,7 +67,13 @@ def test_each_canvas_draws_only_the_kinds_that_fit_it(paths):
     source = _source(paths, {"t2i": 1.0, "dual_pair_edge": 3.0})
     assert source.sampler.canvases == [(128, 64), (96, 64), (96, 96), (64, 96), (64, 128)]
     # a dual panel needs a height that halves into >= 48 px: only t2i on the 64 px tall canvases
-    assert [w.tolist() for w in source.sampler.weights] == [[0.0, 1.0], [0.0, 1.0], [0.75, 0.25], [0.75, 0.25], [0.75, 0.25]]
+    assert [w.tolist() for w in source.sampler.weights] == [
+        [0.0, 1.0],
+        [0.0, 1.0],
+        [0.75, 0.25],
+        [0.75, 0.25],
+        [0.75, 0.25],
+    ]
     samples = [s for _ in range(6) for s in next(source)]
     assert all(s.canvas[1] >= 96 for s in samples if s.task == "dual_pair_edge")
     assert {s.task for s in samples} == {"t2i", "dual_pair_edge"}
@@ -66,7 +81,12 @@ def test_each_canvas_draws_only_the_kinds_that_fit_it(paths):
 
 def test_max_aspect_keeps_the_near_square_buckets(paths):
     assert _source(paths, area=128, max_aspect=1.7).sampler.canvases == [
-        (160, 96), (128, 96), (128, 128), (96, 128), (96, 160)]
+        (160, 96),
+        (128, 96),
+        (128, 128),
+        (96, 128),
+        (96, 160),
+    ]
     source = _source(paths, area=96, max_aspect=1.5)
     assert source.sampler.canvases == [(96, 64), (96, 96), (64, 96)]
     assert {s.canvas for _ in range(6) for s in next(source)} <= {(96, 64), (96, 96), (64, 96)}

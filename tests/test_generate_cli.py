@@ -178,7 +178,9 @@ def test_images_do_not_depend_on_the_batch_size(model, tmp_path, flags):
         outputs[batch] = np.stack([np.asarray(Image.open(out / f"image_00{i}.png"), int) for i in range(3)])
         settings = json.loads((out / "settings.json").read_text())
         assert settings["files"] == ["image_000.png", "image_001.png", "image_002.png"]
-        assert len(settings["stats"]["batches"]) == 2 if batch == "2" else "forward_passes" in settings["stats"]
+        assert (
+            len(settings["stats"]["batches"]) == 2 if batch == "2" else "forward_passes" in settings["stats"]
+        )
         assert len(settings["scores"] or [0, 0, 0]) == 3
     assert np.abs(outputs["2"] - outputs["16"]).max() <= 1  # same tokens; VQ decoding may round ±1 by batch
 

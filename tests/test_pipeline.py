@@ -147,7 +147,9 @@ def test_loading_errors_are_one_line(tmp_path, folder, monkeypatch):
         LuminaMGPTPipeline.from_pretrained(tmp_path / "missing")
     with pytest.raises(LuminaError, match=r"holds no tokenizer\.json"):
         LuminaMGPTPipeline.from_pretrained(folder / "vq")
-    cuda = "this machine (or this torch build) has no CUDA device" if not torch.cuda.is_available() else "only"
+    cuda = (
+        "this machine (or this torch build) has no CUDA device" if not torch.cuda.is_available() else "only"
+    )
     for device, message in [
         ("bogus", "unknown device 'bogus'"),
         ("meta", "device 'meta': not supported"),

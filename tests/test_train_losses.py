@@ -21,8 +21,9 @@ def test_cross_entropy_counts_only_shifted_targets():
     wanted = torch.tensor([3, 4, 5, 7])
     assert count_targets(labels) == 4
     torch.testing.assert_close(cross_entropy, F.cross_entropy(rows, wanted), rtol=1e-6, atol=0)
-    torch.testing.assert_close(cross_entropy, F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:]),
-                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        cross_entropy, F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:]), rtol=1e-6, atol=0
+    )
     torch.testing.assert_close(z_loss, torch.logsumexp(rows, -1).square().mean(), rtol=1e-6, atol=0)
 
 
@@ -40,7 +41,7 @@ def test_global_normaliser_makes_split_batches_add_up():
     labels[3, 4:] = -100
     total = count_targets(labels)
     whole = lm_losses(logits, labels, total)
-    parts = [lm_losses(logits[i:i + 2], labels[i:i + 2], total) for i in (0, 2)]
+    parts = [lm_losses(logits[i : i + 2], labels[i : i + 2], total) for i in (0, 2)]
     for k in range(2):
         torch.testing.assert_close(parts[0][k] + parts[1][k], whole[k], rtol=1e-6, atol=0)
 

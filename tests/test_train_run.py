@@ -47,7 +47,9 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
 
 def _losses(out: Path) -> dict[int, float]:
     """Loss per step (a resumed run logs the steps after its checkpoint again; the last entry wins)."""
-    return {row["step"]: row["loss"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+    return {
+        row["step"]: row["loss"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    }
 
 
 def _train_here(config: Path, out: Path, time_limit: float | None = None) -> Path | None:
@@ -65,31 +67,53 @@ def _train_here(config: Path, out: Path, time_limit: float | None = None) -> Pat
 def test_kill_mid_run_and_mid_checkpoint_then_resume_is_bit_exact(tmp_path):
     write_synthetic_shards(tmp_path / "shards")
     shards = [str(tmp_path / "shards")]
-    config = write_config(tmp_path / "run.yaml", dropout=0.1, stages=[
-        dict(name="fp-sft", steps=5, lr=3e-3, warmup_steps=2, area=64, data=dict(shards=shards)),
-        dict(name="omni", steps=5, lr=1e-3, min_lr=1e-4, data=dict(shards=shards, task_ratios={"edit": 2.0})),
-    ])
+    config = write_config(
+        tmp_path / "run.yaml",
+        dropout=0.1,
+        stages=[
+            dict(name="fp-sft", steps=5, lr=3e-3, warmup_steps=2, area=64, data=dict(shards=shards)),
+            dict(
+                name="omni",
+                steps=5,
+                lr=1e-3,
+                min_lr=1e-4,
+                data=dict(shards=shards, task_ratios={"edit": 2.0}),
+            ),
+        ],
+    )
     reference, run = tmp_path / "reference", tmp_path / "run"
     _train_here(config, reference)  # uninterrupted, in this process (one thread, as the runs below)
     checkpoints = run / "checkpoints"
 
     # 1: killed while step 6's checkpoint is written but not committed
-    first = subprocess.Popen(train_command(config, run), env=run_env(**{PAUSE_ENV: "6:120"}),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        train_command(config, run),
+        env=run_env(**{PAUSE_ENV: "6:120"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     _wait_for(checkpoints / "step-6.tmp" / ".metadata", first)
     _kill(first)
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-2", "step-4", "step-6.tmp"]
 
     # 2: resumes from step 4 (the last complete one), then is killed in the middle of step 7 or 8
-    second = subprocess.Popen(train_command(config, run), env=run_env(**{PAUSE_ENV: "10:120"}),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    second = subprocess.Popen(
+        train_command(config, run),
+        env=run_env(**{PAUSE_ENV: "10:120"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     _wait_for(checkpoints / "step-6", second)
     output = _kill(second)
     assert "resuming from" in output and "step-4 (step 4)" in output
     assert not (checkpoints / "step-6.tmp").exists()
 
     # 3: resumes from step 6 and finishes
-    third = subprocess.run(train_command(config, run), env=run_env(), capture_output=True, text=True, check=True)
+    third = subprocess.run(
+        train_command(config, run), env=run_env(), capture_output=True, text=True, check=True
+    )
     assert "step-6 (step 6)" in third.stderr + third.stdout
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-10", "step-8"]  # keep_checkpoints: 2
 
@@ -103,14 +127,24 @@ def test_kill_mid_run_and_mid_checkpoint_then_resume_is_bit_exact(tmp_path):
 def test_time_limit_checkpoints_and_stops_and_the_same_command_resumes_bit_exact(tmp_path):
     write_synthetic_shards(tmp_path / "shards")
     shards = [str(tmp_path / "shards")]
-    config = write_config(tmp_path / "run.yaml", dropout=0.1, checkpoint_every=4, stages=[
-        dict(name="fp-sft", steps=3, lr=3e-3, warmup_steps=2, area=64, data=dict(shards=shards)),
-        dict(name="omni", steps=3, lr=1e-3, data=dict(shards=shards, task_ratios={"edit": 2.0})),
-    ])
+    config = write_config(
+        tmp_path / "run.yaml",
+        dropout=0.1,
+        checkpoint_every=4,
+        stages=[
+            dict(name="fp-sft", steps=3, lr=3e-3, warmup_steps=2, area=64, data=dict(shards=shards)),
+            dict(name="omni", steps=3, lr=1e-3, data=dict(shards=shards, task_ratios={"edit": 2.0})),
+        ],
+    )
     reference, run = tmp_path / "reference", tmp_path / "run"
     assert _train_here(config, reference) == reference / "model"
-    first = subprocess.run([*train_command(config, run), "--time-limit", "0"], env=run_env(), capture_output=True,
-                           text=True, check=True)
+    first = subprocess.run(
+        [*train_command(config, run), "--time-limit", "0"],
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "time limit reached: stopped after step 1 of 6" in first.stderr + first.stdout
     assert "model written" not in first.stdout
     for stopped_after in (1, 2, 3, 4):  # a limit of 0 s: each call trains one step (step 4 was due anyway)
@@ -133,8 +167,10 @@ def test_a_checkpoint_of_another_model_or_damaged_is_refused_in_one_line_naming_
     _train_here(config, run)
     latest = run / "checkpoints" / "step-6"
     model = yaml.safe_load(config.read_text())["model"]
-    for changed, cause in (({"hidden_size": 48}, "Size mismatch between saved torch.Size([600, 32])"),
-                           ({"num_hidden_layers": 1}, "the model has no weight model.layers.1.")):
+    for changed, cause in (
+        ({"hidden_size": 48}, "Size mismatch between saved torch.Size([600, 32])"),
+        ({"num_hidden_layers": 1}, "the model has no weight model.layers.1."),
+    ):
         other = write_config(tmp_path / "other.yaml", model={**model, **changed})
         with pytest.raises(LuminaError, match="different model config or is damaged") as error:
             _train_here(other, run)
@@ -163,10 +199,16 @@ def test_two_ranks_under_torchrun_follow_the_single_process_loss_curve(tmp_path)
     write_synthetic_shards(tmp_path / "shards")
     single = write_config(tmp_path / "single.yaml", micro_batch_size=4)  # 2 accumulation steps of 4
     double = write_config(tmp_path / "double.yaml", micro_batch_size=2)  # 2 ranks x 2 steps of 2
-    one = subprocess.Popen(train_command(single, tmp_path / "one"), env=run_env(), stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-    two = subprocess.run(train_command(double, tmp_path / "two", nproc=2), env=run_env(), capture_output=True,
-                         text=True)
+    one = subprocess.Popen(
+        train_command(single, tmp_path / "one"),
+        env=run_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    two = subprocess.run(
+        train_command(double, tmp_path / "two", nproc=2), env=run_env(), capture_output=True, text=True
+    )
     one_output = one.communicate()[0]
     assert one.returncode == 0, one_output[-2000:]
     assert two.returncode == 0, two.stderr[-2000:]
@@ -185,10 +227,25 @@ def test_shapes_world_run_learns_and_exports_a_loadable_model(tmp_path):
 
     tokenizer, vq = tiny_text_tokenizer(tmp_path / "tokenizer"), tiny_image_tokenizer(tmp_path / "vq")
     config = write_config(
-        tmp_path / "world.yaml", tokenizer=str(tokenizer), image_tokenizer=str(vq), context_drop=0.1,
-        log_every=1, checkpoint_every=100, global_batch_size=8, micro_batch_size=8,
-        stages=[dict(name="world", area=64, steps=20, lr=1e-2, warmup_steps=3, min_lr=1e-3,
-                     data=dict(world=dict(tasks={"t2i": 2.0, "count_qa": 1.0, "segmentation": 1.0})))],
+        tmp_path / "world.yaml",
+        tokenizer=str(tokenizer),
+        image_tokenizer=str(vq),
+        context_drop=0.1,
+        log_every=1,
+        checkpoint_every=100,
+        global_batch_size=8,
+        micro_batch_size=8,
+        stages=[
+            dict(
+                name="world",
+                area=64,
+                steps=20,
+                lr=1e-2,
+                warmup_steps=3,
+                min_lr=1e-3,
+                data=dict(world=dict(tasks={"t2i": 2.0, "count_qa": 1.0, "segmentation": 1.0})),
+            )
+        ],
     )
     folder = _train_here(config, tmp_path / "out")
     losses = list(_losses(tmp_path / "out").values())
@@ -210,19 +267,30 @@ def test_init_from_a_checkpoint_and_activation_checkpointing(tmp_path):
     from lumina_mgpt.train.cli import train as train_command_function
 
     torch.manual_seed(3)
-    start = ChameleonTransformer(ChameleonConfig(vocab_size=600, hidden_size=32, intermediate_size=48,
-                                                 num_hidden_layers=2, num_attention_heads=2))
+    start = ChameleonTransformer(
+        ChameleonConfig(
+            vocab_size=600, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2
+        )
+    )
     start.init_weights()
     save_transformer(start, tmp_path / "start")
     write_synthetic_shards(tmp_path / "shards")
     app = typer.Typer()
     app.command()(train_command_function)
     runs = {}
-    for name, checkpointing, lr in (("frozen", False, 0.0), ("plain", False, 1e-2), ("recompute", True, 1e-2)):
-        config = write_config(tmp_path / f"{name}.yaml", activation_checkpointing=checkpointing, stages=[
-            dict(name="s", steps=2, lr=lr, area=64, data=dict(shards=[str(tmp_path / "shards")]))])
-        result = CliRunner().invoke(app, [str(config), "--out", str(tmp_path / name), "--init-from",
-                                          str(tmp_path / "start")])
+    for name, checkpointing, lr in (
+        ("frozen", False, 0.0),
+        ("plain", False, 1e-2),
+        ("recompute", True, 1e-2),
+    ):
+        config = write_config(
+            tmp_path / f"{name}.yaml",
+            activation_checkpointing=checkpointing,
+            stages=[dict(name="s", steps=2, lr=lr, area=64, data=dict(shards=[str(tmp_path / "shards")]))],
+        )
+        result = CliRunner().invoke(
+            app, [str(config), "--out", str(tmp_path / name), "--init-from", str(tmp_path / "start")]
+        )
         assert result.exit_code == 0, result.output
         runs[name] = _weights(tmp_path / name)
     # the config's model (hidden 32, 4 heads) is ignored: the run starts from the checkpoint, and with lr 0
@@ -236,14 +304,32 @@ def test_init_from_a_checkpoint_and_activation_checkpointing(tmp_path):
         assert torch.equal(runs["recompute"][name], tensor), name
     assert not torch.equal(runs["plain"]["lm_head.weight"], start.state_dict()["lm_head.weight"])
     # --export writes the latest checkpoint (here the last step's) as a model, without training
-    result = CliRunner().invoke(app, [str(tmp_path / "plain.yaml"), "--out", str(tmp_path / "plain"), "--init-from",
-                                      str(tmp_path / "start"), "--export", str(tmp_path / "exported")])
+    result = CliRunner().invoke(
+        app,
+        [
+            str(tmp_path / "plain.yaml"),
+            "--out",
+            str(tmp_path / "plain"),
+            "--init-from",
+            str(tmp_path / "start"),
+            "--export",
+            str(tmp_path / "exported"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     exported = load_file(tmp_path / "exported" / "model.safetensors")
     assert exported.keys() == runs["plain"].keys()
     for name, tensor in runs["plain"].items():
         assert torch.equal(exported[name], tensor), name
     assert len(_losses(tmp_path / "plain")) == 2  # nothing more was trained or logged
-    result = CliRunner().invoke(app, [str(tmp_path / "plain.yaml"), "--out", str(tmp_path / "empty"),
-                                      "--export", str(tmp_path / "nothing")])
+    result = CliRunner().invoke(
+        app,
+        [
+            str(tmp_path / "plain.yaml"),
+            "--out",
+            str(tmp_path / "empty"),
+            "--export",
+            str(tmp_path / "nothing"),
+        ],
+    )
     assert "no complete checkpoint under" in str(result.exception)

@@ -12,8 +12,17 @@ import yaml
 from lumina_mgpt.data.shards import Sample, write_shard
 
 TINY_CONFIG = Path(__file__).parents[1] / "configs" / "train" / "tiny.yaml"
-TINY_VQ = dict(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(), resolution=64,
-               z_channels=4, embed_dim=4, n_embed=64, spatial_norm=False)  # factor 8, as layout "ours"
+TINY_VQ = dict(
+    ch=32,
+    ch_mult=(1, 1, 1, 1),
+    num_res_blocks=1,
+    attn_resolutions=(),
+    resolution=64,
+    z_channels=4,
+    embed_dim=4,
+    n_embed=64,
+    spatial_norm=False,
+)  # factor 8, as layout "ours"
 CAPTIONS = ["a red circle", "a blue square and a green star", "two yellow hearts", "a white cross"]
 
 
@@ -54,8 +63,16 @@ def synthetic_samples(count: int, seed: int = 0, vocab: int = 600) -> list[Sampl
         prompt, block = int(rng.integers(4, 12)), 6 + canvas[0] // 8
         ids = rng.integers(8, vocab, prompt + block).astype(np.int32)
         target = np.arange(len(ids)) >= prompt
-        samples.append(Sample(ids=ids, target=target, canvas=canvas, image_span=(prompt, prompt + block),
-                              task="edit" if i % 3 == 0 else "t2i", record=i + 1))
+        samples.append(
+            Sample(
+                ids=ids,
+                target=target,
+                canvas=canvas,
+                image_span=(prompt, prompt + block),
+                task="edit" if i % 3 == 0 else "t2i",
+                record=i + 1,
+            )
+        )
     return samples
 
 
@@ -63,8 +80,12 @@ def write_synthetic_shards(folder: Path, count: int = 48, per_shard: int = 20, a
     samples = synthetic_samples(count)
     folder.mkdir(parents=True, exist_ok=True)
     for k, start in enumerate(range(0, count, per_shard)):
-        write_shard(folder / f"shard-{k:05d}.safetensors", samples[start:start + per_shard], ["edit", "t2i"],
-                    {"area": str(area)})
+        write_shard(
+            folder / f"shard-{k:05d}.safetensors",
+            samples[start : start + per_shard],
+            ["edit", "t2i"],
+            {"area": str(area)},
+        )
     return folder
 
 
@@ -81,8 +102,18 @@ def train_command(config: Path, out: Path, nproc: int = 1) -> list[str]:
     """The command line of a training run (torchrun for nproc > 1)."""
     if nproc == 1:
         return [sys.executable, "-m", "lumina_mgpt.train", str(config), "--out", str(out)]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "lumina_mgpt.train", str(config), "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "lumina_mgpt.train",
+        str(config),
+        "--out",
+        str(out),
+    ]
 
 
 def run_env(**extra: str) -> dict[str, str]:

@@ -14,7 +14,9 @@ from lumina_mgpt.vq.cli import reconstruct, train_vq
 from lumina_mgpt.world.cli import evaluate, train_tokenizer
 
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
     help="Lumina-mGPT: generate, chat, train, evaluate, serve.",
 )
 
@@ -34,8 +36,14 @@ def _one_line_errors(command: Callable) -> Callable:
 
 
 for name, command in [
-    ("generate", generate), ("chat", chat), ("eval", evaluate), ("reconstruct", reconstruct),
-    ("pretokenize", pretokenize), ("train", train), ("train-vq", train_vq), ("train-tokenizer", train_tokenizer),
+    ("generate", generate),
+    ("chat", chat),
+    ("eval", evaluate),
+    ("reconstruct", reconstruct),
+    ("pretokenize", pretokenize),
+    ("train", train),
+    ("train-vq", train_vq),
+    ("train-tokenizer", train_tokenizer),
     ("serve", serve),
 ]:
     app.command(name)(_one_line_errors(command))

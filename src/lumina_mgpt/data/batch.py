@@ -25,7 +25,7 @@ def micro_batches(samples: list[Sample], size: int) -> list[list[Sample]]:
     """Groups of `size` samples (the last may be smaller) taken in order of length, so that each group pads
     only to lengths like its own: a batch that mixes 300- and 1,100-token tasks wastes little compute."""
     ordered = sorted(samples, key=len)  # stable: equal lengths keep their order
-    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
 def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,6 +34,6 @@ def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
     ids = np.full((len(samples), length), PAD_ID, dtype=np.int64)
     labels = np.full((len(samples), length), IGNORE_INDEX, dtype=np.int64)
     for row, sample in enumerate(samples):
-        ids[row, :len(sample)] = sample.ids
-        labels[row, :len(sample)] = sample.labels
+        ids[row, : len(sample)] = sample.ids
+        labels[row, : len(sample)] = sample.labels
     return torch.from_numpy(ids), torch.from_numpy(labels)

@@ -9,17 +9,24 @@ from lumina_mgpt.errors import check_output_folder
 
 
 def pretokenize(
-    records: Annotated[Path, typer.Argument(help="JSONL file: {image, caption} or {conversations, images} lines.")],
+    records: Annotated[
+        Path, typer.Argument(help="JSONL file: {image, caption} or {conversations, images} lines.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Folder for the shard-*.safetensors files.")],
     tokenizer: Annotated[str, typer.Option("--tokenizer", help="Folder with tokenizer.json, or the file.")],
-    image_tokenizer: Annotated[str, typer.Option("--image-tokenizer", help="Image tokenizer folder, file or hub id.")],
+    image_tokenizer: Annotated[
+        str, typer.Option("--image-tokenizer", help="Image tokenizer folder, file or hub id.")
+    ],
     layout: Annotated[str, typer.Option("--layout", help="Token layout kind: v1, v2 or ours.")] = "ours",
-    area: Annotated[int, typer.Option("--area", help="Target area side in px: images go to its buckets.")] = 512,
+    area: Annotated[
+        int, typer.Option("--area", help="Target area side in px: images go to its buckets.")
+    ] = 512,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the 10% size-less prompts.")] = 0,
     records_per_shard: Annotated[int, typer.Option("--records-per-shard", min=1)] = 1024,
     rank: Annotated[int, typer.Option("--rank", envvar="RANK", min=0, help="This worker's index.")] = 0,
-    world_size: Annotated[int, typer.Option(
-        "--world-size", envvar="WORLD_SIZE", min=1, help="Number of workers.")] = 1,
+    world_size: Annotated[
+        int, typer.Option("--world-size", envvar="WORLD_SIZE", min=1, help="Number of workers.")
+    ] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per VQ encoder pass.")] = 16,
     device: Annotated[str, typer.Option("--device", help="Device of the image tokenizer.")] = "cpu",
 ) -> None:
@@ -35,10 +42,19 @@ def pretokenize(
 
     check_output_folder(out)
     report = run_pretokenize(
-        records, out, tokenizer=TextTokenizer.from_folder(tokenizer),
+        records,
+        out,
+        tokenizer=TextTokenizer.from_folder(tokenizer),
         layout=TokenLayout.from_tokenizer(tokenizer, layout),
-        image_tokenizer=load_image_tokenizer(image_tokenizer, device=device), area=area, seed=seed,
-        records_per_shard=records_per_shard, rank=rank, world_size=world_size, batch_size=batch_size,
+        image_tokenizer=load_image_tokenizer(image_tokenizer, device=device),
+        area=area,
+        seed=seed,
+        records_per_shard=records_per_shard,
+        rank=rank,
+        world_size=world_size,
+        batch_size=batch_size,
     )
-    typer.echo(f"{report.shards_written} shards written ({report.samples} samples), "
-               f"{report.shards_already_done} already done; {len(report.skipped)} records skipped")
+    typer.echo(
+        f"{report.shards_written} shards written ({report.samples} samples), "
+        f"{report.shards_already_done} already done; {len(report.skipped)} records skipped"
+    )

@@ -17,13 +17,16 @@ from lumina_mgpt.vq import ImageTokenizer, pil_to_pixels
 
 def check_factor(image_tokenizer: ImageTokenizer, layout: TokenLayout) -> None:
     if image_tokenizer.factor != layout.latent_factor:
-        raise LuminaError(f"image tokenizer downsamples by {image_tokenizer.factor} but layout {layout.name} "
-                          f"expects latent factor {layout.latent_factor}")
+        raise LuminaError(
+            f"image tokenizer downsamples by {image_tokenizer.factor} but layout {layout.name} "
+            f"expects latent factor {layout.latent_factor}"
+        )
 
 
 @torch.no_grad()
-def encode_images(images: Sequence[Image.Image], image_tokenizer: ImageTokenizer,
-                  batch_size: int = 16) -> list[torch.Tensor]:
+def encode_images(
+    images: Sequence[Image.Image], image_tokenizer: ImageTokenizer, batch_size: int = 16
+) -> list[torch.Tensor]:
     """VQ codes `[h, w]` (CPU) of each image, encoded in batches of equal size."""
     by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
     for index, image in enumerate(images):
@@ -31,15 +34,21 @@ def encode_images(images: Sequence[Image.Image], image_tokenizer: ImageTokenizer
     codes: list[torch.Tensor | None] = [None] * len(images)
     for indices in by_size.values():
         for start in range(0, len(indices), batch_size):
-            chunk = indices[start:start + batch_size]
+            chunk = indices[start : start + batch_size]
             pixels = torch.cat([pil_to_pixels(images[i]) for i in chunk])
             for i, grid in zip(chunk, image_tokenizer.encode(pixels).cpu(), strict=True):
                 codes[i] = grid
     return codes
 
 
-def conversation_sample(messages: Sequence[Message], codes: Sequence[torch.Tensor], tokenizer: TextTokenizer,
-                        layout: TokenLayout, task: str = "", record: int = -1) -> Sample:
+def conversation_sample(
+    messages: Sequence[Message],
+    codes: Sequence[torch.Tensor],
+    tokenizer: TextTokenizer,
+    layout: TokenLayout,
+    task: str = "",
+    record: int = -1,
+) -> Sample:
     """The sample of a conversation whose `<|image|>` placeholders stand, in order, for the code grids `codes`.
 
     Targets are the assistant turns; the sample's canvas is its first image's; its image span is its
@@ -53,5 +62,11 @@ def conversation_sample(messages: Sequence[Message], codes: Sequence[torch.Tenso
     if codes:
         height, width = codes[0].shape
         canvas = (width * layout.latent_factor, height * layout.latent_factor)
-    return Sample(ids=ids.numpy().astype(np.int32), target=target, canvas=canvas,
-                  image_span=spans[0] if len(spans) == 1 else (0, 0), task=task, record=record)
+    return Sample(
+        ids=ids.numpy().astype(np.int32),
+        target=target,
+        canvas=canvas,
+        image_span=spans[0] if len(spans) == 1 else (0, 0),
+        task=task,
+        record=record,
+    )

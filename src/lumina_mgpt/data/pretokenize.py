@@ -55,10 +55,21 @@ class _Record:
     task: str
 
 
-def pretokenize(records: str | os.PathLike, out: str | os.PathLike, *, tokenizer: TextTokenizer,
-                layout: TokenLayout, image_tokenizer: ImageTokenizer, area: int, seed: int = 0,
-                records_per_shard: int = 1024, rank: int = 0, world_size: int = 1, batch_size: int = 16,
-                progress: bool = True) -> PretokenizeReport:
+def pretokenize(
+    records: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    tokenizer: TextTokenizer,
+    layout: TokenLayout,
+    image_tokenizer: ImageTokenizer,
+    area: int,
+    seed: int = 0,
+    records_per_shard: int = 1024,
+    rank: int = 0,
+    world_size: int = 1,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> PretokenizeReport:
     """Tokenise this rank's shards of `records` into `out`; see the module docstring."""
     check_factor(image_tokenizer, layout)
     _check_area(area, layout)
@@ -74,18 +85,23 @@ def pretokenize(records: str | os.PathLike, out: str | os.PathLike, *, tokenizer
     ours = {f"shard-{k:05d}.safetensors" for k in range(shard_count)}
     foreign = sorted(p.name for p in out.glob(SHARD_GLOB) if p.name not in ours)
     if foreign:
-        raise LuminaError(f"{out / foreign[0]} is not one of the {shard_count} shards of {records} (left by other "
-                          "records or --records-per-shard?): delete it or use another --out")
+        raise LuminaError(
+            f"{out / foreign[0]} is not one of the {shard_count} shards of {records} (left by other "
+            "records or --records-per-shard?): delete it or use another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     mine = range(rank, shard_count, world_size)
-    bar = tqdm(total=sum(min(records_per_shard, len(lines) - k * records_per_shard) for k in mine),
-               unit="record", disable=not progress)
+    bar = tqdm(
+        total=sum(min(records_per_shard, len(lines) - k * records_per_shard) for k in mine),
+        unit="record",
+        disable=not progress,
+    )
     settings = {"area": str(area), "layout": layout.name, "seed": str(seed)}
     vocab = hashlib.sha256(tokenizer.tokenizer.to_str().encode()).hexdigest()
     for k in mine:
         path = out / f"shard-{k:05d}.safetensors"
         first = k * records_per_shard
-        chunk = lines[first:first + records_per_shard]
+        chunk = lines[first : first + records_per_shard]
         fingerprint = hashlib.sha256(json.dumps([settings, vocab, first, chunk]).encode()).hexdigest()
         if path.exists():
             done = Shard(path).metadata
@@ -99,7 +115,7 @@ def pretokenize(records: str | os.PathLike, out: str | os.PathLike, *, tokenizer
         skipped: list[int] = []
         for start in range(0, len(chunk), batch_size):
             parsed = []
-            for offset, text in enumerate(chunk[start:start + batch_size]):
+            for offset, text in enumerate(chunk[start : start + batch_size]):
                 line = first + start + offset + 1
                 if not text.strip():
                     continue
@@ -109,10 +125,19 @@ def pretokenize(records: str | os.PathLike, out: str | os.PathLike, *, tokenizer
                     bar.write(f"record {line}: skipped: {err}")
                     skipped.append(line)
             samples += _encode(parsed, tokenizer, layout, image_tokenizer, batch_size, skipped, bar)
-            bar.update(len(chunk[start:start + batch_size]))
+            bar.update(len(chunk[start : start + batch_size]))
         tasks = sorted({s.task for s in samples})
-        write_shard(path, samples, tasks, {**settings, "source": records.name, "fingerprint": fingerprint,
-                                           "skipped": json.dumps(sorted(skipped))})
+        write_shard(
+            path,
+            samples,
+            tasks,
+            {
+                **settings,
+                "source": records.name,
+                "fingerprint": fingerprint,
+                "skipped": json.dumps(sorted(skipped)),
+            },
+        )
         report.shards_written += 1
         report.samples += len(samples)
         report.skipped += skipped
@@ -125,18 +150,29 @@ def _check_area(area: int, layout: TokenLayout) -> None:
     """Refuse an area that has no buckets or only buckets too large for the layout (every record would fail)."""
     buckets(area)  # fit_to_bucket's: a positive multiple of 32 px
     if area > layout.max_size_units * layout.size_unit_px:
-        raise LuminaError(f"area {area} px is larger than layout {layout.name}'s largest image side, "
-                          f"{layout.max_size_units * layout.size_unit_px} px")
+        raise LuminaError(
+            f"area {area} px is larger than layout {layout.name}'s largest image side, "
+            f"{layout.max_size_units * layout.size_unit_px} px"
+        )
 
 
-def _encode(records: list[_Record], tokenizer: TextTokenizer, layout: TokenLayout,
-            image_tokenizer: ImageTokenizer, batch_size: int, skipped: list[int], bar: tqdm) -> list[Sample]:
+def _encode(
+    records: list[_Record],
+    tokenizer: TextTokenizer,
+    layout: TokenLayout,
+    image_tokenizer: ImageTokenizer,
+    batch_size: int,
+    skipped: list[int],
+    bar: tqdm,
+) -> list[Sample]:
     codes = encode_images([image for r in records for image in r.images], image_tokenizer, batch_size)
     samples, used = [], 0
     for record in records:
-        grids, used = codes[used:used + len(record.images)], used + len(record.images)
+        grids, used = codes[used : used + len(record.images)], used + len(record.images)
         try:
-            samples.append(conversation_sample(record.messages, grids, tokenizer, layout, record.task, record.line))
+            samples.append(
+                conversation_sample(record.messages, grids, tokenizer, layout, record.task, record.line)
+            )
         except LuminaError as err:
             bar.write(f"record {record.line}: skipped: {err}")
             skipped.append(record.line)

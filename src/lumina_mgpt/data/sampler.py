@@ -16,9 +16,17 @@ from lumina_mgpt.errors import LuminaError
 class LengthGroupedSampler:
     """An endless stream of global batches (arrays of sample indices) with a `state_dict`."""
 
-    def __init__(self, lengths: np.ndarray, canvas: np.ndarray, batch_size: int, seed: int,
-                 tasks: np.ndarray | None = None, task_ratios: Mapping[str, float] | None = None,
-                 max_length: int | None = None, window: int = 64):
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        canvas: np.ndarray,
+        batch_size: int,
+        seed: int,
+        tasks: np.ndarray | None = None,
+        task_ratios: Mapping[str, float] | None = None,
+        max_length: int | None = None,
+        window: int = 64,
+    ):
         self.lengths = np.asarray(lengths, dtype=np.int64)
         canvas = np.asarray(canvas, dtype=np.int64).reshape(-1, 2)
         self.group = canvas[:, 0] * (1 << 20) + canvas[:, 1]
@@ -45,7 +53,7 @@ class LengthGroupedSampler:
         batches, leftovers = [], []
         for members in np.split(pool, np.flatnonzero(np.diff(self.group[pool])) + 1):
             for start in range(0, len(members), span):
-                chunk = self._by_length(members[start:start + span])
+                chunk = self._by_length(members[start : start + span])
                 full = len(chunk) - len(chunk) % size
                 batches += _cut(chunk[:full], size)
                 leftovers.append(chunk[full:])
@@ -80,15 +88,16 @@ def rank_share(batch: np.ndarray | list, rank: int, world_size: int) -> np.ndarr
     if len(batch) % world_size:
         raise LuminaError(f"global batch of {len(batch)} does not split over {world_size} ranks")
     n = len(batch) // world_size
-    return batch[rank * n:(rank + 1) * n]
+    return batch[rank * n : (rank + 1) * n]
 
 
 def _cut(indices: np.ndarray, size: int) -> list[np.ndarray]:
-    return [indices[i:i + size] for i in range(0, len(indices) - size + 1, size)]
+    return [indices[i : i + size] for i in range(0, len(indices) - size + 1, size)]
 
 
-def _task_pools(indices: np.ndarray, tasks: np.ndarray | None,
-                ratios: Mapping[str, float]) -> list[tuple[np.ndarray, float]]:
+def _task_pools(
+    indices: np.ndarray, tasks: np.ndarray | None, ratios: Mapping[str, float]
+) -> list[tuple[np.ndarray, float]]:
     """(indices, ratio) per task; tasks without a ratio count once per epoch."""
     if tasks is None:
         if ratios:

@@ -52,17 +52,25 @@ class Sample:
         start, end = self.image_span
         if end <= start:
             raise LuminaError(f"record {self.record}: has no single target image block to keep")
-        return replace(self, ids=self.ids[start:end], target=np.ones(end - start, dtype=bool),
-                       image_span=(0, end - start))
+        return replace(
+            self,
+            ids=self.ids[start:end],
+            target=np.ones(end - start, dtype=bool),
+            image_span=(0, end - start),
+        )
 
 
-def write_shard(path: str | os.PathLike, samples: list[Sample], tasks: list[str], metadata: dict[str, str]) -> None:
+def write_shard(
+    path: str | os.PathLike, samples: list[Sample], tasks: list[str], metadata: dict[str, str]
+) -> None:
     """Write `samples` to `path` atomically (a temporary file renamed into place)."""
     path = Path(path)
     task_index = {name: i for i, name in enumerate(tasks)}
     lengths = np.array([len(s) for s in samples], dtype=np.int64)
     tensors = {
-        "ids": np.concatenate([s.ids for s in samples]).astype(np.int32) if samples else np.zeros(0, np.int32),
+        "ids": np.concatenate([s.ids for s in samples]).astype(np.int32)
+        if samples
+        else np.zeros(0, np.int32),
         "target": np.concatenate([s.target for s in samples]).astype(bool) if samples else np.zeros(0, bool),
         "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         "canvas": np.array([s.canvas for s in samples], dtype=np.int32).reshape(-1, 2),
@@ -87,7 +95,9 @@ class Shard:
             raise LuminaError(f"{self.path}: not a readable shard ({err})") from None
         self.metadata = self._file.metadata() or {}
         if self.metadata.get("format") != SHARD_FORMAT:
-            raise LuminaError(f"{self.path}: not a {SHARD_FORMAT} file (format {self.metadata.get('format')!r})")
+            raise LuminaError(
+                f"{self.path}: not a {SHARD_FORMAT} file (format {self.metadata.get('format')!r})"
+            )
         self.tasks: list[str] = json.loads(self.metadata["tasks"])
         self.offsets = self._file.get_tensor("offsets")
         self.canvas = self._file.get_tensor("canvas")
@@ -107,10 +117,12 @@ class Shard:
     def __getitem__(self, i: int) -> Sample:
         start, end = int(self.offsets[i]), int(self.offsets[i + 1])
         return Sample(
-            ids=self._ids[start:end], target=self._target[start:end],
+            ids=self._ids[start:end],
+            target=self._target[start:end],
             canvas=(int(self.canvas[i, 0]), int(self.canvas[i, 1])),
             image_span=(int(self.image_span[i, 0]), int(self.image_span[i, 1])),
-            task=self.tasks[int(self.task[i])], record=int(self.record[i]),
+            task=self.tasks[int(self.task[i])],
+            record=int(self.record[i]),
         )
 
 

@@ -12,18 +12,35 @@ from lumina_mgpt.errors import LuminaError
 class ShardSource:
     """Samples from pre-tokenised shard folders, in length-grouped global batches mixed by task ratios."""
 
-    def __init__(self, folders: list[str | os.PathLike], *, batch_size: int, seed: int, rank: int,
-                 world_size: int, task_ratios: Mapping[str, float] | None = None, max_length: int | None = None,
-                 area: int | None = None):
+    def __init__(
+        self,
+        folders: list[str | os.PathLike],
+        *,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        world_size: int,
+        task_ratios: Mapping[str, float] | None = None,
+        max_length: int | None = None,
+        area: int | None = None,
+    ):
         self.samples = ShardSet(folders)
         if area is not None:
             for shard in self.samples.shards:
                 if shard.metadata.get("area") != str(area):
-                    raise LuminaError(f"{shard.path}: tokenised for area {shard.metadata.get('area')}, "
-                                      f"but the stage trains at area {area}")
-        self.sampler = LengthGroupedSampler(self.samples.lengths, self.samples.canvas, batch_size, seed,
-                                            tasks=self.samples.tasks, task_ratios=task_ratios,
-                                            max_length=max_length)
+                    raise LuminaError(
+                        f"{shard.path}: tokenised for area {shard.metadata.get('area')}, "
+                        f"but the stage trains at area {area}"
+                    )
+        self.sampler = LengthGroupedSampler(
+            self.samples.lengths,
+            self.samples.canvas,
+            batch_size,
+            seed,
+            tasks=self.samples.tasks,
+            task_ratios=task_ratios,
+            max_length=max_length,
+        )
         self.rank, self.world_size = rank, world_size
         self.too_long = self.sampler.too_long
 

@@ -54,7 +54,9 @@ class WorldSampler:
             raise LuminaError("world task weights must be >= 0 with a positive sum")
         self.spec = spec
         self.kinds = sorted(spec.tasks)
-        self.canvases, self.weights = self._canvases(np.array([spec.tasks[k] for k in self.kinds], dtype=float))
+        self.canvases, self.weights = self._canvases(
+            np.array([spec.tasks[k] for k in self.kinds], dtype=float)
+        )
         self.tokenizer = TextTokenizer.from_folder(spec.tokenizer)
         self.layout = TokenLayout.from_tokenizer(spec.tokenizer, spec.layout)
         self.image_tokenizer = load_image_tokenizer(spec.image_tokenizer, device=device)
@@ -66,7 +68,9 @@ class WorldSampler:
         canvases, canvas_weights = [], []
         drawable = np.zeros(len(self.kinds), dtype=bool)
         aspect = self.spec.max_aspect
-        sizes = [(w, h) for w, h in buckets(self.spec.area) if aspect is None or max(w, h) <= aspect * min(w, h)]
+        sizes = [
+            (w, h) for w, h in buckets(self.spec.area) if aspect is None or max(w, h) <= aspect * min(w, h)
+        ]
         for width, height in sizes:
             if min(width, height) < MIN_SIDE:
                 continue
@@ -87,23 +91,26 @@ class WorldSampler:
         codes = encode_images([image for _, _, images in drafts for image in images], self.image_tokenizer)
         samples, used = [], 0
         for index, (kind, messages, images) in zip(indices, drafts, strict=True):
-            grids, used = codes[used:used + len(images)], used + len(images)
+            grids, used = codes[used : used + len(images)], used + len(images)
             sample = conversation_sample(messages, grids, self.tokenizer, self.layout, kind)
             attempt = 0
             while not self._fits(sample):  # rare: redrawn and encoded alone
                 attempt += 1
                 if attempt == MAX_ATTEMPTS:
                     width, height = self.canvases[canvas]
-                    raise LuminaError(f"no world sample on a {width}x{height} canvas fits max_length "
-                                      f"{self.spec.max_length}")
+                    raise LuminaError(
+                        f"no world sample on a {width}x{height} canvas fits max_length {self.spec.max_length}"
+                    )
                 kind, messages, images = self._draw(batch, index, canvas, attempt)
-                sample = conversation_sample(messages, encode_images(images, self.image_tokenizer),
-                                             self.tokenizer, self.layout, kind)
+                sample = conversation_sample(
+                    messages, encode_images(images, self.image_tokenizer), self.tokenizer, self.layout, kind
+                )
             samples.append(sample)
         return samples
 
-    def _draw(self, batch: int, index: int, canvas: int, attempt: int
-              ) -> tuple[str, list[Message], list[Image.Image]]:
+    def _draw(
+        self, batch: int, index: int, canvas: int, attempt: int
+    ) -> tuple[str, list[Message], list[Image.Image]]:
         rng = np.random.default_rng([self.spec.seed, batch, index, attempt])
         kind = self.kinds[int(rng.choice(len(self.kinds), p=self.weights[canvas]))]
         task = sample_task(kind, rng, *self.canvases[canvas])
@@ -118,8 +125,17 @@ class WorldSource:
     """This rank's share of each global batch of shapes-world task samples, made here or by `workers`
     processes `prefetch` batches ahead."""
 
-    def __init__(self, spec: WorldSpec, *, batch_size: int, rank: int, world_size: int,
-                 device: torch.device | str = "cpu", workers: int = 0, prefetch: int = 2):
+    def __init__(
+        self,
+        spec: WorldSpec,
+        *,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        device: torch.device | str = "cpu",
+        workers: int = 0,
+        prefetch: int = 2,
+    ):
         if batch_size % world_size:
             raise LuminaError(f"global batch of {batch_size} does not split over {world_size} ranks")
         share = batch_size // world_size
@@ -143,8 +159,10 @@ class WorldSource:
         else:
             for batch in range(self.batch, self.batch + self.prefetch + 1):
                 if batch not in self._pending:
-                    self._pending[batch] = [self._pool.apply_async(_worker_samples, (batch, range(c[0], c[-1] + 1)))
-                                            for c in self._chunks]
+                    self._pending[batch] = [
+                        self._pool.apply_async(_worker_samples, (batch, range(c[0], c[-1] + 1)))
+                        for c in self._chunks
+                    ]
             samples = [s for result in self._pending.pop(self.batch) for s in result.get()]
         self.batch += 1
         return samples
@@ -176,4 +194,3 @@ def _drawable(kind: str, width: int, height: int, seed: int) -> bool:
     except LuminaError:
         return False
     return True
-

@@ -91,7 +91,9 @@ def generate(
         files += _save_images(result.images, out, "image", first)
         results.append(result)
     seconds = sum(r.stats["seconds"] for r in results)
-    stats = results[0].stats if len(results) == 1 else {"batches": [r.stats for r in results], "seconds": seconds}
+    stats = (
+        results[0].stats if len(results) == 1 else {"batches": [r.stats for r in results], "seconds": seconds}
+    )
     size_used = f"{result.images[0].width}x{result.images[0].height}"
     _write_settings(
         out,

@@ -166,7 +166,9 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
                         0.0, 2.0, value=preset.t2i_image.temperature, step=0.05, label="Temperature"
                     )
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (image k uses seed + k)")
-                    speculative = gr.Checkbox(preset.speculative == "exact", label="Speculative decoding (exact)")
+                    speculative = gr.Checkbox(
+                        preset.speculative == "exact", label="Speculative decoding (exact)"
+                    )
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column(scale=3):
                     gallery = gr.Gallery(label="Images", columns=2, format="png", elem_id="gallery")

@@ -37,18 +37,26 @@ class Checkpointer:
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint, or None."""
-        done = [p for p in self.folder.glob("step-*") if STEP_DIR.fullmatch(p.name) and (p / ".metadata").exists()]
+        done = [
+            p for p in self.folder.glob("step-*") if STEP_DIR.fullmatch(p.name) and (p / ".metadata").exists()
+        ]
         return max(done, key=_step_of, default=None)
 
-    def save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, extra: dict[str, Any]) -> Path:
+    def save(
+        self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, extra: dict[str, Any]
+    ) -> Path:
         final = self.folder / f"step-{step}"
         tmp = final.with_name(final.name + ".tmp")
         if self.runtime.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
         dist.barrier()
         model_state, optimizer_state = get_state_dict(model, optimizer)
-        state = {"model": model_state, "optimizer": optimizer_state, **extra,
-                 _rng_key(self.runtime.rank): _rng_states(self.runtime.device)}
+        state = {
+            "model": model_state,
+            "optimizer": optimizer_state,
+            **extra,
+            _rng_key(self.runtime.rank): _rng_states(self.runtime.device),
+        }
         dcp.save(state, checkpoint_id=tmp)
         _pause_if_asked(step)
         dist.barrier()
@@ -58,8 +66,9 @@ class Checkpointer:
         dist.barrier()
         return final
 
-    def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-             extra: dict[str, Any]) -> dict[str, Any]:
+    def load(
+        self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, extra: dict[str, Any]
+    ) -> dict[str, Any]:
         """Restore model, optimiser and this rank's RNG states from `path`; return `extra` (a template of the
         saved extra values, e.g. `{"step": 0}`) filled with the saved ones."""
         model_state, optimizer_state = get_state_dict(model, optimizer)
@@ -72,7 +81,9 @@ class Checkpointer:
         saved_weights = {k.removeprefix("model.") for k in saved_keys if k.startswith("model.")}
         if saved_weights != set(model_state):  # fewer layers would otherwise load silently
             name = min(saved_weights ^ set(model_state))
-            raise _unloadable(path, f"{'the model has no' if name in saved_weights else 'it lacks'} weight {name}")
+            raise _unloadable(
+                path, f"{'the model has no' if name in saved_weights else 'it lacks'} weight {name}"
+            )
         has_rng = any(k.startswith(rng_key + ".") for k in saved_keys)  # absent if the world size grew
         if has_rng:
             state[rng_key] = _rng_states(self.runtime.device)
@@ -94,7 +105,7 @@ class Checkpointer:
 
     def _prune(self) -> None:
         done = sorted((p for p in self.folder.glob("step-*") if STEP_DIR.fullmatch(p.name)), key=_step_of)
-        for old in done[:-self.keep]:
+        for old in done[: -self.keep]:
             shutil.rmtree(old)
 
 
@@ -110,9 +121,11 @@ class _WeightsOnlyLoadPlanner(DefaultLoadPlanner):
 def _unloadable(path: Path, cause: BaseException | str) -> LuminaError:
     if isinstance(cause, BaseException):
         cause = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-    return LuminaError(f"cannot resume from checkpoint {path} ({cause}): it was written by a different model "
-                       "config or is damaged; delete that folder to resume from the previous checkpoint (if any), "
-                       "or use another --out")
+    return LuminaError(
+        f"cannot resume from checkpoint {path} ({cause}): it was written by a different model "
+        "config or is damaged; delete that folder to resume from the previous checkpoint (if any), "
+        "or use another --out"
+    )
 
 
 def _step_of(path: Path) -> int:

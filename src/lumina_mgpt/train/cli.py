@@ -11,16 +11,36 @@ from lumina_mgpt.train.config import load_config
 
 def train(
     config: Annotated[Path, typer.Argument(help="Training YAML (model, stages, data, batch sizes).")],
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="Output folder; a run resumes from its latest checkpoint. Default: runs/CONFIG-NAME.")] = None,
-    init_from: Annotated[str | None, typer.Option(
-        "--init-from", help="Start from this model folder or hub id (overrides the config's init_from).")] = None,
-    time_limit: Annotated[float | None, typer.Option(
-        "--time-limit", min=0.0, help="Minutes: checkpoint and stop after the first step that ends past them; the "
-        "same command resumes the run.")] = None,
-    export: Annotated[Path | None, typer.Option(
-        "--export", help="Do not train: write OUT's latest checkpoint to this folder as a model, e.g. to "
-        "evaluate a run while it trains.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Output folder; a run resumes from its latest checkpoint. Default: runs/CONFIG-NAME.",
+        ),
+    ] = None,
+    init_from: Annotated[
+        str | None,
+        typer.Option(
+            "--init-from", help="Start from this model folder or hub id (overrides the config's init_from)."
+        ),
+    ] = None,
+    time_limit: Annotated[
+        float | None,
+        typer.Option(
+            "--time-limit",
+            min=0.0,
+            help="Minutes: checkpoint and stop after the first step that ends past them; the "
+            "same command resumes the run.",
+        ),
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            help="Do not train: write OUT's latest checkpoint to this folder as a model, e.g. to "
+            "evaluate a run while it trains.",
+        ),
+    ] = None,
 ) -> None:
     """Train or fine-tune a model (FP-SFT stages, Omni-SFT mixtures); launch with torchrun for several GPUs.
 

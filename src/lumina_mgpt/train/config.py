@@ -149,7 +149,9 @@ def _stage(raw: Any, where: str) -> Stage:
     raw = dict(_mapping(raw, where))
     data = dict(_mapping(raw.get("data"), f"{where}.data"))
     if data.get("world") is not None:
-        data["world"] = _build(WorldData, _mapping(data["world"], f"{where}.data.world"), f"{where}.data.world")
+        data["world"] = _build(
+            WorldData, _mapping(data["world"], f"{where}.data.world"), f"{where}.data.world"
+        )
     if not data.get("shards") and data.get("world") is None:
         raise LuminaError(f"{where}.data: give 'shards' (folders) or 'world'")
     if data.get("shards") and data.get("world") is not None:
@@ -170,16 +172,23 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(raw) - set(names))
     if unknown:
         raise LuminaError(f"{where}: unknown key {unknown[0]!r} (expected one of {', '.join(names)})")
-    missing = [f.name for f in fields if f.name not in raw and f.default is f.default_factory is dataclasses.MISSING]
+    missing = [
+        f.name for f in fields if f.name not in raw and f.default is f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise LuminaError(f"{where}: missing key {missing[0]!r}")
     return cls(**raw)
 
 
 def _check(config: TrainConfig, source: str) -> None:
-    positive = {"global_batch_size": config.global_batch_size, "micro_batch_size": config.micro_batch_size,
-                "max_length": config.max_length, "checkpoint_every": config.checkpoint_every,
-                "keep_checkpoints": config.keep_checkpoints, "log_every": config.log_every}
+    positive = {
+        "global_batch_size": config.global_batch_size,
+        "micro_batch_size": config.micro_batch_size,
+        "max_length": config.max_length,
+        "checkpoint_every": config.checkpoint_every,
+        "keep_checkpoints": config.keep_checkpoints,
+        "log_every": config.log_every,
+    }
     positive |= {f"stages[{i}].steps": s.steps for i, s in enumerate(config.stages)}
     if not isinstance(config.data_workers, int) or config.data_workers < 0:
         raise LuminaError(f"{source}: data_workers must be an integer >= 0, got {config.data_workers!r}")
@@ -187,11 +196,17 @@ def _check(config: TrainConfig, source: str) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise LuminaError(f"{source}: {name} must be a positive integer, got {value!r}")
     if config.global_batch_size % config.micro_batch_size:
-        raise LuminaError(f"{source}: global_batch_size {config.global_batch_size} is not a multiple of "
-                          f"micro_batch_size {config.micro_batch_size}")
-    numbers = {"z_loss_weight": config.z_loss_weight, "context_drop": config.context_drop,
-               "weight_decay": config.weight_decay, "grad_clip": config.grad_clip,
-               "dropout": 0.0 if config.dropout is None else config.dropout}
+        raise LuminaError(
+            f"{source}: global_batch_size {config.global_batch_size} is not a multiple of "
+            f"micro_batch_size {config.micro_batch_size}"
+        )
+    numbers = {
+        "z_loss_weight": config.z_loss_weight,
+        "context_drop": config.context_drop,
+        "weight_decay": config.weight_decay,
+        "grad_clip": config.grad_clip,
+        "dropout": 0.0 if config.dropout is None else config.dropout,
+    }
     numbers |= {f"stages[{i}].lr": s.lr for i, s in enumerate(config.stages)}
     numbers |= {f"stages[{i}].min_lr": s.min_lr for i, s in enumerate(config.stages) if s.min_lr is not None}
     for name, value in numbers.items():
@@ -204,12 +219,19 @@ def _check(config: TrainConfig, source: str) -> None:
     if config.model is None and config.init_from is None:
         raise LuminaError(f"{source}: give 'model' (a from-scratch ChameleonConfig) or 'init_from'")
     for i, stage in enumerate(config.stages):
-        if stage.data.world is not None and (stage.area is None or config.tokenizer is None
-                                             or config.image_tokenizer is None):
-            raise LuminaError(f"{source}: stages[{i}] draws from the world, which needs the stage's 'area' "
-                              "and the config's 'tokenizer' and 'image_tokenizer'")
+        if stage.data.world is not None and (
+            stage.area is None or config.tokenizer is None or config.image_tokenizer is None
+        ):
+            raise LuminaError(
+                f"{source}: stages[{i}] draws from the world, which needs the stage's 'area' "
+                "and the config's 'tokenizer' and 'image_tokenizer'"
+            )
         aspect = None if stage.data.world is None else stage.data.world.max_aspect
-        if aspect is not None and (not isinstance(aspect, int | float) or isinstance(aspect, bool) or aspect < 1):
-            raise LuminaError(f"{source}: stages[{i}].data.world.max_aspect must be a number >= 1, got {aspect!r}")
+        if aspect is not None and (
+            not isinstance(aspect, int | float) or isinstance(aspect, bool) or aspect < 1
+        ):
+            raise LuminaError(
+                f"{source}: stages[{i}].data.world.max_aspect must be a number >= 1, got {aspect!r}"
+            )
         if not 0 <= stage.warmup_steps <= stage.steps:
             raise LuminaError(f"{source}: stages[{i}].warmup_steps must be in [0, steps]")

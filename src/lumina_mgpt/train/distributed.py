@@ -41,7 +41,9 @@ def init_distributed(device: str | None = None) -> Runtime:
         if "RANK" in os.environ:
             dist.init_process_group(backend, device_id=device_id)
         else:
-            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, device_id=device_id)
+            dist.init_process_group(
+                backend, store=dist.HashStore(), rank=0, world_size=1, device_id=device_id
+            )
     return Runtime(dist.get_rank(), dist.get_world_size(), device)
 
 
@@ -51,8 +53,11 @@ def shard_model(model: nn.Module, *, bf16: bool, activation_checkpointing: bool)
     `bf16` computes in bfloat16 with float32 master weights and float32 gradient reduction;
     `activation_checkpointing` recomputes each layer's activations in the backward pass.
     """
-    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else (
-        MixedPrecisionPolicy())
+    policy = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if bf16
+        else (MixedPrecisionPolicy())
+    )
     layers = list(model.model.layers)
     for index, layer in enumerate(layers):
         if activation_checkpointing:

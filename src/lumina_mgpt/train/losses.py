@@ -5,8 +5,9 @@ import torch
 from lumina_mgpt.text import IGNORE_INDEX
 
 
-def lm_losses(logits: torch.Tensor, labels: torch.Tensor, num_targets: int | torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+def lm_losses(
+    logits: torch.Tensor, labels: torch.Tensor, num_targets: int | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy and z-loss `logsumexp(logits)²`, each summed over the target positions of `labels`
     (shifted: position t predicts label t+1; -100 is no target) and divided by `num_targets`.
 

@@ -35,8 +35,9 @@ from lumina_mgpt.train.metrics import MetricsLog
 from lumina_mgpt.train.schedule import learning_rate
 
 
-def train(config: TrainConfig, out: str | os.PathLike, init_from: str | None = None,
-          time_limit: float | None = None) -> Path | None:
+def train(
+    config: TrainConfig, out: str | os.PathLike, init_from: str | None = None, time_limit: float | None = None
+) -> Path | None:
     """Train `config` into `out` (resuming from its latest checkpoint) and return the exported model folder; with
     `time_limit` (seconds), checkpoint and return None after the first step that ends past it."""
     deadline = None if time_limit is None else time.monotonic() + time_limit
@@ -44,13 +45,16 @@ def train(config: TrainConfig, out: str | os.PathLike, init_from: str | None = N
     runtime = init_distributed(config.device)
     per_step = runtime.world_size * config.micro_batch_size
     if config.global_batch_size % per_step:
-        raise LuminaError(f"global_batch_size {config.global_batch_size} is not a multiple of world size "
-                          f"{runtime.world_size} x micro_batch_size {config.micro_batch_size}")
+        raise LuminaError(
+            f"global_batch_size {config.global_batch_size} is not a multiple of world size "
+            f"{runtime.world_size} x micro_batch_size {config.micro_batch_size}"
+        )
     run = restore(config, out, init_from, runtime)
     run.checkpointer.remove_unfinished()  # left by a crash; not in `restore`, which also serves live exports
     model, optimizer, step, position = run.model, run.optimizer, run.step, run.position
-    log = MetricsLog(out, total_steps=config.total_steps, start_step=step, every=config.log_every,
-                     enabled=runtime.is_main)
+    log = MetricsLog(
+        out, total_steps=config.total_steps, start_step=step, every=config.log_every, enabled=runtime.is_main
+    )
     if run.latest is not None:
         log.write(f"resuming from {run.latest} (step {step})")
     source, source_stage = None, -1
@@ -63,9 +67,16 @@ def train(config: TrainConfig, out: str | os.PathLike, init_from: str | None = N
                 source.load_state_dict(position["position"])
             log.write(f"stage {stage.name!r}: {stage.steps} steps")
             if isinstance(source, ShardSource) and source.too_long:
-                log.write(f"  {source.too_long} samples longer than max_length {config.max_length} are skipped")
-        lr = learning_rate(stage_step, lr=stage.lr, min_lr=stage.lr if stage.min_lr is None else stage.min_lr,
-                           warmup_steps=stage.warmup_steps, total_steps=stage.steps)
+                log.write(
+                    f"  {source.too_long} samples longer than max_length {config.max_length} are skipped"
+                )
+        lr = learning_rate(
+            stage_step,
+            lr=stage.lr,
+            min_lr=stage.lr if stage.min_lr is None else stage.min_lr,
+            warmup_steps=stage.warmup_steps,
+            total_steps=stage.steps,
+        )
         scalars, tokens = train_step(model, optimizer, next(source), config, runtime, step, lr)
         step += 1
         log.step(step, tokens, scalars)
@@ -74,8 +85,10 @@ def train(config: TrainConfig, out: str | os.PathLike, init_from: str | None = N
             data = json.dumps({"stage": stage_index, "position": source.state_dict()})
             run.checkpointer.save(step, model, optimizer, {"step": step, "data": data})
         if stopping:
-            log.write(f"time limit reached: stopped after step {step} of {config.total_steps}; the same "
-                      "command resumes the run")
+            log.write(
+                f"time limit reached: stopped after step {step} of {config.total_steps}; the same "
+                "command resumes the run"
+            )
             log.close()
             return None
     log.close()
@@ -90,8 +103,9 @@ def _past(deadline: float, runtime: Runtime) -> bool:
     return late > 0
 
 
-def export_latest(config: TrainConfig, out: str | os.PathLike, dest: str | os.PathLike,
-                  init_from: str | None = None) -> Path:
+def export_latest(
+    config: TrainConfig, out: str | os.PathLike, dest: str | os.PathLike, init_from: str | None = None
+) -> Path:
     """Write the model of `out`'s latest checkpoint to `dest` as an HF-format folder (e.g. to evaluate a run
     while it trains); `init_from` as the run was started, which sets the model's shape."""
     runtime = init_distributed(config.device)
@@ -118,13 +132,19 @@ def restore(config: TrainConfig, out: Path, init_from: str | None, runtime: Runt
     """Build the model and optimiser of a run and restore them from `out`'s latest complete checkpoint when
     there is one."""
     cuda = runtime.device.type == "cuda"
-    model = build_model(config, init_from or config.init_from, runtime,
-                        bf16=cuda if config.bf16 == "auto" else config.bf16,
-                        activation_checkpointing=cuda if config.activation_checkpointing == "auto"
-                        else config.activation_checkpointing)
+    model = build_model(
+        config,
+        init_from or config.init_from,
+        runtime,
+        bf16=cuda if config.bf16 == "auto" else config.bf16,
+        activation_checkpointing=cuda
+        if config.activation_checkpointing == "auto"
+        else config.activation_checkpointing,
+    )
     torch.manual_seed(config.seed + 1 + runtime.rank)  # dropout; checkpoints carry the state from here on
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.stages[0].lr, betas=config.betas,
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.stages[0].lr, betas=config.betas, weight_decay=config.weight_decay
+    )
     checkpointer = Checkpointer(out / "checkpoints", config.keep_checkpoints, runtime)
     step, position = 0, None
     latest = checkpointer.latest()
@@ -134,8 +154,15 @@ def restore(config: TrainConfig, out: Path, init_from: str | None, runtime: Runt
     return RunState(model, optimizer, checkpointer, latest, step, position)
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, samples: list[Sample],
-               config: TrainConfig, runtime: Runtime, step: int, lr: float) -> tuple[dict[str, float], int]:
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    samples: list[Sample],
+    config: TrainConfig,
+    runtime: Runtime,
+    step: int,
+    lr: float,
+) -> tuple[dict[str, float], int]:
     """One optimiser step on this rank's `samples`; returns the global scalars and token count."""
     flags = context_drop_flags(config.seed, step, config.global_batch_size, config.context_drop)
     samples = drop_context(samples, rank_share(flags, runtime.rank, runtime.world_size))
@@ -161,8 +188,14 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, samples
     return {"loss": loss, "z_loss": z, "lr": lr, "grad_norm": float(grad_norm)}, int(tokens)
 
 
-def build_model(config: TrainConfig, init_from: str | None, runtime: Runtime, *, bf16: bool,
-                activation_checkpointing: bool) -> ChameleonTransformer:
+def build_model(
+    config: TrainConfig,
+    init_from: str | None,
+    runtime: Runtime,
+    *,
+    bf16: bool,
+    activation_checkpointing: bool,
+) -> ChameleonTransformer:
     """The sharded model: rank 0 loads `init_from` or initialises a from-scratch model (seeded; its
     vocab_size defaults to the tokenizer's), the other ranks build on the meta device, and rank 0's weights
     are broadcast into the shards."""
@@ -180,8 +213,10 @@ def build_model(config: TrainConfig, init_from: str | None, runtime: Runtime, *,
     dist.broadcast_object_list(payload, src=0)
     model_config = ChameleonConfig.from_dict(payload[0])
     if vocab is not None and model_config.vocab_size < vocab:
-        raise LuminaError(f"the model's vocab_size {model_config.vocab_size} is smaller than the tokenizer's "
-                          f"{vocab} tokens ({config.tokenizer})")
+        raise LuminaError(
+            f"the model's vocab_size {model_config.vocab_size} is smaller than the tokenizer's "
+            f"{vocab} tokens ({config.tokenizer})"
+        )
     if config.dropout is not None:
         model_config.dropout = config.dropout
     with torch.device("meta"):
@@ -190,7 +225,9 @@ def build_model(config: TrainConfig, init_from: str | None, runtime: Runtime, *,
     model.to_empty(device=runtime.device)
     model.model.rotary.reset_parameters()  # a non-persistent buffer: in no state dict
     state = full.state_dict() if full is not None else {}
-    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    set_model_state_dict(
+        model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    )
     model.train()
     return model
 
@@ -202,10 +239,31 @@ def make_source(config: TrainConfig, stage_index: int, runtime: Runtime):
     if stage.data.world is not None:
         from lumina_mgpt.data.world_source import WorldSource, WorldSpec  # the world: slow to import
 
-        spec = WorldSpec(dict(stage.data.world.tasks), stage.area, config.tokenizer, config.layout,
-                         config.image_tokenizer, seed, config.max_length, stage.data.world.max_aspect)
-        return WorldSource(spec, batch_size=config.global_batch_size, rank=runtime.rank,
-                           world_size=runtime.world_size, device=runtime.device, workers=config.data_workers)
-    return ShardSource(stage.data.shards, batch_size=config.global_batch_size, seed=seed, rank=runtime.rank,
-                       world_size=runtime.world_size, task_ratios=stage.data.task_ratios,
-                       max_length=config.max_length, area=stage.area)
+        spec = WorldSpec(
+            dict(stage.data.world.tasks),
+            stage.area,
+            config.tokenizer,
+            config.layout,
+            config.image_tokenizer,
+            seed,
+            config.max_length,
+            stage.data.world.max_aspect,
+        )
+        return WorldSource(
+            spec,
+            batch_size=config.global_batch_size,
+            rank=runtime.rank,
+            world_size=runtime.world_size,
+            device=runtime.device,
+            workers=config.data_workers,
+        )
+    return ShardSource(
+        stage.data.shards,
+        batch_size=config.global_batch_size,
+        seed=seed,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+        task_ratios=stage.data.task_ratios,
+        max_length=config.max_length,
+        area=stage.area,
+    )

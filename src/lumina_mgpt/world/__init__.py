@@ -6,7 +6,9 @@ Everything is numpy and exact; see docs/world.md for the choices the contract le
 from lumina_mgpt.lazy import lazy_exports
 
 _LAZY = {  # public name -> module, imported on first use (the evaluator imports torch)
-    **dict.fromkeys(["benchmark_prompts", "describe", "describe_scene", "parse_description", "scene_caption"], ".captions"),
+    **dict.fromkeys(
+        ["benchmark_prompts", "describe", "describe_scene", "parse_description", "scene_caption"], ".captions"
+    ),
     **dict.fromkeys(["Detection", "detect", "relation_holds"], ".detect"),
     **dict.fromkeys(["DEFAULT_CANVASES", "format_table", "run_benchmark"], ".evaluate"),
     **dict.fromkeys(["oracle_chat", "oracle_generate"], ".oracle"),
