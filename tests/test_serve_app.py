@@ -225,6 +225,13 @@ BAD_REQUESTS = [  # path, body, status, param, words of the message
         "messages.0.content.0.image_url.url",
         "readable",
     ),
+    (
+        CHAT,
+        ask([picture("data:application/pdf;base64,AAAA")]),
+        400,
+        "messages.0.content.0.image_url.url",
+        "a data URL of an image type is needed",
+    ),
     (CHAT, ask([picture(PNG_32)] * 5), 400, "messages", "at most 4 images"),
     (CHAT, ask("x <|image|>"), 400, "messages.0.content", "image_url parts"),
     (CHAT, ask("x", n=2), 400, "n", "less than or equal to 1"),
@@ -499,6 +506,7 @@ def test_serve_command_refuses_bad_arguments_in_one_line(tmp_path):
     cases = [
         (["--model", str(tmp_path / "missing"), "--no-ui", "--port", "0"], "missing"),
         (["--max-queue", "0", "--no-ui"], "--max-queue"),
+        (["--max-images", "8", "--max-batch-images", "2", "--no-ui"], "must not exceed --max-batch-images"),
         (["--threads", "0", "--no-ui"], "and --threads must be >= 1"),
         (["--log-level", "loud", "--no-ui"], "--log-level must be one of"),
         (["--port", str(taken.getsockname()[1]), "--no-ui"], "cannot listen on 127.0.0.1"),
@@ -564,3 +572,13 @@ def test_web_ui_generates_and_chats_in_a_real_browser(client, url, tmp_path):
     api = client.post(GENERATIONS, json={"prompt": "a red star", "seed": 0}).json()  # the UI's defaults
     assert np.array_equal(shown, png(api["data"][0]["b64_json"]))
     assert Image.open(tmp_path / "ui.png").size[0] == 1280
+
+
+def test_line_wrapped_base64_images_are_read():
+    from lumina_mgpt.serve.media import image_from_data_url
+
+    data = PNG_32.split(",", 1)[1]
+    wrapped = "data:image/png;base64," + "\r\n".join(data[i : i + 76] for i in range(0, len(data), 76))
+    assert np.array_equal(
+        np.asarray(image_from_data_url(wrapped, 4096)), np.asarray(image_from_data_url(PNG_32, 4096))
+    )

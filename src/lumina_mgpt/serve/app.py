@@ -172,10 +172,11 @@ async def _wait(request: Request, job: Job, batcher: Batcher) -> ImageResult | C
         await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         gone.cancel()
-        if not result.done():
+        left = not result.done()  # the client left first (a cancelled future is done only later)
+        if left:
             result.cancel()
             batcher.cancel(job)
-    return None if result.cancelled() else result.result()
+    return None if left else result.result()
 
 
 async def _disconnected(request: Request) -> None:

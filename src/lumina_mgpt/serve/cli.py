@@ -48,6 +48,11 @@ def serve(
                 "--max-images, --max-batch-images, --max-queue and --threads must be >= 1, "
                 "--batch-window-ms >= 0"
             )
+        if max_images > max_batch_images:
+            raise LuminaError(
+                f"--max-images ({max_images}) must not exceed --max-batch-images ({max_batch_images}): "
+                "one request is decoded as one batch"
+            )
         if log_level not in LOG_LEVELS:
             raise LuminaError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if ui and importlib.util.find_spec("gradio") is None:

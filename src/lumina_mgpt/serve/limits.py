@@ -15,5 +15,5 @@ class Limits:
     max_new_tokens: int = 16384  # a chat reply's `max_tokens`
     max_body_bytes: int = 32 * 1024 * 1024
     max_queue: int = 64  # requests waiting for the model; one more gets 429
-    max_batch_images: int = 16  # images (rows) in one decode batch
+    max_batch_images: int = 16  # images (rows) in one decode batch; one request is never split
     batch_window_s: float = 0.01  # how long an idle worker waits for companions of a new request

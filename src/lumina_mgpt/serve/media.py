@@ -30,12 +30,17 @@ def image_from_data_url(url: str, max_pixels: int) -> Image.Image:
     """An RGB image from a base64 `data:image/...;base64,...` URL of at most `max_pixels` pixels."""
     match = _DATA_URL.fullmatch(url)
     if match is None:
-        what = "http(s) URLs are not fetched" if url.startswith(("http://", "https://")) else "not a data URL"
+        if url.startswith(("http://", "https://")):
+            what = "http(s) URLs are not fetched"
+        elif url.startswith("data:"):
+            what = "a data URL of an image type is needed (data:image/...)"
+        else:
+            what = "not a data URL"
         raise LuminaError(f"{what}: send the image inline as data:image/png;base64,...")
     if not match["b64"]:
         raise LuminaError("the image data URL is not base64-encoded (expected ';base64,')")
     try:
-        data = base64.b64decode(match["data"], validate=True)
+        data = base64.b64decode(re.sub(r"\s+", "", match["data"]), validate=True)  # MIME wraps lines
     except (binascii.Error, ValueError):
         raise LuminaError("the image data URL holds invalid base64") from None
     try:
