@@ -40,6 +40,8 @@ def test_eval_runs_every_category_and_task_on_a_tiny_model(tmp_path):
             "2",
             "--canvas",
             "96x96",
+            "--canvas",
+            "96x96",  # a repeated canvas is evaluated once
             "--tasks",
             ",".join(ADAPTER_PATHS),
         ],
@@ -85,6 +87,8 @@ def test_a_file_as_output_folder_or_nothing_to_evaluate_is_refused_in_one_line(t
         result = runner.invoke(app, args)
         assert result.exit_code == 2, result.output
         assert result.output == f"error: {tmp_path / 'afile'} exists and is not a folder\n"
+    result = runner.invoke(app, ["eval", "--out", str(tmp_path / "eval"), "--seed", "-5"])
+    assert result.exit_code == 2 and "Invalid value for '--seed'" in result.output
     result = runner.invoke(app, ["eval", "--out", str(tmp_path / "eval"), "--tasks", "none", "--no-t2i"])
     assert result.exit_code == 2
     assert result.output == "error: nothing to evaluate: --no-t2i with --tasks none\n"

@@ -88,7 +88,9 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Folder for the images, items.jsonl and summary.json.")] = Path(
         "eval"
     ),
-    seed: Annotated[int, typer.Option(help="Seed of the benchmark's prompts and of sampling.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=2**32 - 1, help="Seed of the benchmark's prompts and of sampling.")
+    ] = 0,
     prompts: Annotated[
         int, typer.Option(min=1, help="Prompts per category (and items per omni task).")
     ] = 100,
@@ -110,7 +112,7 @@ def evaluate(
     chosen = list(OMNI_KINDS) if tasks in (None, "all") else [] if tasks == "none" else tasks.split(",")
     if not t2i and not chosen:
         raise LuminaError("nothing to evaluate: --no-t2i with --tasks none")
-    canvases = [_canvas(c) for c in canvas] if canvas else list(DEFAULT_CANVASES)
+    canvases = list(dict.fromkeys(_canvas(c) for c in canvas)) if canvas else list(DEFAULT_CANVASES)
     check_output_folder(out)
     pipe = LuminaMGPTPipeline.from_pretrained(model, device=device)
     summary = run_benchmark(
@@ -150,7 +152,7 @@ def train_tokenizer(
     ] = None,
     max_size_units: Annotated[int, typer.Option(help="Largest image side, in 32-pixel units.")] = 8,
     samples: Annotated[int, typer.Option(min=1, help="World tasks whose texts train the BPE.")] = 20000,
-    seed: Annotated[int, typer.Option(help="Seed of the sampled tasks.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the sampled tasks.")] = 0,
 ) -> None:
     """Train the shapes world's BPE text tokenizer (kind "ours": release token names, `<img{k}>` codes)."""
     from lumina_mgpt.vq import load_image_tokenizer
