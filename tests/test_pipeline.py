@@ -321,6 +321,28 @@ def test_chat_input_errors(pipe):
         pipe("a red star", 64.0, 64)
     with pytest.raises(LuminaError, match="a seed must be an int"):
         pipe("a red star", 64, 64, seed=1.5)
+    for bad, message in [
+        (dict(width=0, height=64), "cannot generate 0x64"),
+        (dict(images=Image.new("RGB", (32, 32))), "'images' must be a list of images"),
+        (dict(image_prefix=Image.new("RGB", (64, 64)), width=64, height=32), "at least 64 px high, got 32"),
+    ]:
+        images = bad.pop("images", None)
+        with pytest.raises(LuminaError, match=re.escape(message)):
+            pipe.chat([{"role": "user", "content": "Edit.", "images": images}], **bad)
+    with pytest.raises(LuminaError, match="chat_many takes prepared chats"):
+        pipe.chat_many([[{"role": "user", "content": "hi"}]])
+    for bad, message in [
+        (dict(prompt=None), "prompt must be a string or a non-empty list of strings, got None"),
+        (dict(prompt=5), "got 5"),
+        (dict(width=0), "cannot generate 0x64"),
+        (dict(num_images_per_prompt=2.0), "num_images_per_prompt must be a whole number >= 1, got 2.0"),
+        (dict(best_of=0), "best_of must be a whole number >= 1, got 0"),
+        (dict(on_preview=print), "preview_rows (with on_preview) must be a whole number >= 1, got 0"),
+        (dict(speculative="exact", window=2.5), "window must be >= 1 token, got 2.5"),
+    ]:
+        kwargs = {"prompt": "a red star", "width": 64, "height": 64} | bad
+        with pytest.raises(LuminaError, match=re.escape(message)):
+            pipe(**kwargs)
     for frames in (-1, 0, 1, 17):
         with pytest.raises(LuminaError, match=f"the frames task draws 2..16 frames, got {frames}"):
             task_message("frames", "a red star", 64, 64, frames=frames)

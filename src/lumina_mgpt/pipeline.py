@@ -182,9 +182,14 @@ class LuminaMGPTPipeline:
         `best_of` > 1 draws that many candidates per image and keeps the one `verifier` (default: the model's
         own `SelfVerifier`) scores highest; candidate c of image k uses seed `seed + k * best_of + c`.
         """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts or num_images_per_prompt < 1:
-            raise LuminaError("give at least one prompt and num_images_per_prompt >= 1")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, Sequence) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise LuminaError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
+        prompts = list(prompts)
+        _check_count("num_images_per_prompt", num_images_per_prompt)
+        _check_count("best_of", best_of)
+        if on_preview is not None:
+            _check_count("preview_rows (with on_preview)", preview_rows)
         if best_of != 1:
             return select_best(
                 lambda n: self(
@@ -284,6 +289,8 @@ class LuminaMGPTPipeline:
         """
         if not requests:
             raise LuminaError("chat_many needs at least one chat request")
+        if not all(isinstance(r, ChatRequest) for r in requests):
+            raise LuminaError("chat_many takes prepared chats: [pipe.prepare_chat(messages), ...]")
         positions = self.transformer.config.max_position_embeddings
         budgets = [
             max_new_tokens
@@ -360,8 +367,14 @@ class LuminaMGPTPipeline:
         if messages and messages[-1].get("role") == "assistant":  # serialize checks the roles
             raise LuminaError("a chat needs messages ending with the user's turn")
         encoded, sizes = [], []
-        canvas = (width, height) if width and height and image_prefix is None else None
+        canvas = (
+            (width, height) if width is not None and height is not None and image_prefix is None else None
+        )
+        if canvas is not None:
+            self.check_size(*canvas)
         for message in messages:
+            if not isinstance(message.get("images") or [], list | tuple):
+                raise LuminaError("a message's 'images' must be a list of images")
             images = [self._fit(image, canvas) for image in message.get("images") or []]
             sizes += [image.size for image in images]
             content = message.get("content")
@@ -375,9 +388,14 @@ class LuminaMGPTPipeline:
         prefix = []
         if image_prefix is not None:
             upper = _as_pil(image_prefix)
-            width, height = width or upper.width, height or 2 * upper.height
+            width = upper.width if width is None else width
+            height = 2 * upper.height if height is None else height
             self.check_size(width, height)
             unit = self.layout.size_unit_px
+            if height < 2 * unit:
+                raise LuminaError(
+                    f"an image prefix is the upper part of a canvas at least {2 * unit} px high, got {height} px"
+                )
             upper = _cover(upper, (width, max(unit, height // 2 // unit * unit)))
             codes = self.image_tokenizer.encode_image(upper).cpu()
             prefix = image_block_prefix(codes, height, self.layout).tolist()
@@ -408,7 +426,7 @@ class LuminaMGPTPipeline:
         self, width: int | None, height: int | None, fallback: tuple[int, int] | None = None
     ) -> tuple[int, int]:
         default = fallback or self.preset.canvas
-        return width or default[0], height or default[1]
+        return default[0] if width is None else width, default[1] if height is None else height
 
     def _fit(self, image: ImageInput, canvas: tuple[int, int] | None = None) -> Image.Image:
         """The image on `canvas` (resized to cover it, centre crop), else kept if it is a bucket of the preset
@@ -589,6 +607,12 @@ def _describe(settings: DecodeSettings) -> dict[str, object]:
         "text": asdict(settings.text),
         "speculative": None if settings.speculative is None else asdict(settings.speculative),
     }
+
+
+def _check_count(name: str, value: object) -> None:
+    """Refuse a count that is not a whole number >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise LuminaError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
 def _as_pil(image: ImageInput) -> Image.Image:

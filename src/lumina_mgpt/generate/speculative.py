@@ -72,7 +72,7 @@ class SpeculativeSettings:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise LuminaError(f"speculative mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.window < 1:
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
             raise LuminaError(f"the speculative window must be >= 1 token, got {self.window}")
         if self.draft_init is None:
             object.__setattr__(self, "draft_init", "above" if self.mode == "exact" else "random")
