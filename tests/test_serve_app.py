@@ -462,6 +462,22 @@ def test_a_disconnecting_client_cancels_its_queued_or_running_work(client, url):
     assert after["decodes"] == before["decodes"] + 1  # the queued request never reached the model
 
 
+def test_stopping_the_server_answers_running_and_queued_requests_with_503(folder):
+    env = {"OMP_NUM_THREADS": "1"}
+    with (
+        server_process("--model", str(folder), "--no-ui", env=env) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        running = raw_request(url, GENERATIONS, {"prompt": "a long one"} | BIG)
+        wait_until(client, lambda h: h["running"] == 1)
+        queued = raw_request(url, GENERATIONS, {"prompt": "waiting", "size": "32x32"})
+        wait_until(client, lambda h: h["queued"] == 1)
+    for connection in (running, queued):  # leaving the block sent the server SIGTERM
+        reply = read_until(connection, b"}}")
+        assert reply.startswith(b"HTTP/1.1 503") and b'"code":"shutting_down"' in reply, reply
+        connection.close()
+
+
 def test_chat_replies_with_text_and_image_parts(client, pipe):
     length = block_length(32, 32, pipe.layout)
     question = {

@@ -57,13 +57,13 @@ class Batcher:
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Refuse new jobs, fail the queued ones (503), cancel the running decode and wait for the worker."""
+        """Refuse new jobs, fail the queued and running ones (503), cancel the decode and wait for the worker."""
         with self._cond:
             self._stopping = True
             waiting, running = list(self._queue), list(self._running)
             self._queue.clear()
             self._cond.notify_all()
-        for job in waiting:
+        for job in waiting + running:  # a running job's client hears this before any late result
             job.emit("error", APIError(503, "the server is shutting down", code="shutting_down"))
         for job in running:
             job.cancelled.set()

@@ -2,6 +2,7 @@
 
 import importlib.util
 import socket
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -77,8 +78,6 @@ def serve(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
 
-    import uvicorn
-
     from lumina_mgpt.serve.app import create_app
 
     name = served_model_name or (Path(model).name if model and Path(model).exists() else model or "shapes")
@@ -86,8 +85,7 @@ def serve(
     address, bound_port = listener.getsockname()[:2]
     url = f"http://{f'[{address}]' if ':' in address else address}:{bound_port}"
     typer.echo(f"serving {name} at {url}/v1" + (f" and the web UI at {url}/ui" if ui else ""))
-    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[listener])
+    _run(app, log_level, listener)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -100,3 +98,16 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as error:
         raise LuminaError(f"cannot listen on {host}:{port} ({error.strerror or error})") from None
     return listener
+
+
+def _run(app, log_level: str, listener: socket.socket) -> None:
+    """Serve until a shutdown signal, which first stops the decode worker: requests still waiting or decoding
+    get 503 `shutting_down` at once instead of being cut off after uvicorn's graceful timeout."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame) -> None:
+            threading.Thread(target=app.state.batcher.stop, daemon=True).start()  # not in the signal handler
+            super().handle_exit(sig, frame)
+
+    Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)).run(sockets=[listener])
