@@ -195,6 +195,73 @@ def test_a_file_given_as_out_or_export_folder_is_refused_in_one_line(tmp_path):
         assert (result.exit_code, result.output) == (2, f"error: {afile} exists and is not a folder\n")
 
 
+def test_an_export_folder_inside_the_run_folder_is_refused_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from lumina_mgpt.cli import app
+
+    config, run = write_config(tmp_path / "run.yaml"), tmp_path / "run"
+    for export in (run, run / "checkpoints" / "step-5"):
+        result = CliRunner().invoke(app, ["train", str(config), "--out", str(run), "--export", str(export)])
+        assert (result.exit_code, result.output) == (
+            2,
+            f"error: --export {export} is inside the run's --out folder {run}: give a folder outside it\n",
+        )
+    assert not run.exists()
+
+
+def test_a_loss_that_becomes_nan_stops_the_run_on_its_own_line_keeping_the_checkpoints(tmp_path):
+    write_synthetic_shards(tmp_path / "shards")
+    shards = [str(tmp_path / "shards")]
+    config = write_config(
+        tmp_path / "run.yaml",
+        stages=[
+            dict(name="good", steps=2, lr=3e-3, area=64, data=dict(shards=shards)),
+            dict(name="huge", steps=4, lr=1e30, area=64, data=dict(shards=shards)),  # weights overflow
+        ],
+    )
+    run = tmp_path / "run"
+    result = subprocess.run(train_command(config, run), env=run_env(), capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert (
+        f"\nerror: loss became nan at step 4 (stage 'huge', lr 1e+30); nothing was saved, the last checkpoint "
+        f"({run / 'checkpoints' / 'step-2'}) is kept" in result.stderr
+    )
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-2"]
+    assert not (run / "model").exists() and list(_losses(run)) == [1, 2, 3]
+
+
+def test_resuming_past_the_configs_last_step_is_refused_and_at_it_exports_again(tmp_path):
+    write_synthetic_shards(tmp_path / "shards")
+    config, run = write_config(tmp_path / "run.yaml"), tmp_path / "run"
+    _train_here(config, run)
+    shutil.rmtree(run / "model")
+    assert _train_here(config, run) == run / "model"  # a finished run: exported again, nothing trained
+    assert len(_losses(run)) == 6
+    stages = yaml.safe_load(config.read_text())["stages"]
+    shorter = write_config(tmp_path / "shorter.yaml", stages=[{**stages[0], "steps": 4}])
+    with pytest.raises(LuminaError, match=r"step-6 is past this config's last step \(4\)"):
+        _train_here(shorter, run)
+
+
+def test_a_world_area_beyond_the_layouts_largest_side_is_refused_before_training(tmp_path):
+    tokenizer = tiny_text_tokenizer(tmp_path / "tokenizer")
+    world = dict(world=dict(tasks={"t2i": 1.0}))
+    config = write_config(
+        tmp_path / "world.yaml",
+        tokenizer=str(tokenizer),
+        image_tokenizer=str(tmp_path / "vq"),  # not read: the area is refused first
+        stages=[dict(name="big", area=4096, steps=2, data=world)],
+    )
+    with pytest.raises(
+        LuminaError,
+        match=r"stages\[0\] \('big'\): area 4096 has canvases of side 8192 px, "
+        r"larger than layout ours's largest image side, 512 px",
+    ):
+        _train_here(config, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_two_ranks_under_torchrun_follow_the_single_process_loss_curve(tmp_path):
     write_synthetic_shards(tmp_path / "shards")
     single = write_config(tmp_path / "single.yaml", micro_batch_size=4)  # 2 accumulation steps of 4

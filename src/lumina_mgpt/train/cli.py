@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from lumina_mgpt.errors import check_output_folder
+from lumina_mgpt.errors import LuminaError, check_output_folder
 from lumina_mgpt.train.config import load_config
 
 
@@ -56,6 +56,10 @@ def train(
     out = out or Path("runs") / config.stem
     for path in filter(None, (out, export)):
         check_output_folder(path)
+    if export and out.resolve() in (export.resolve(), *export.resolve().parents):
+        raise LuminaError(
+            f"--export {export} is inside the run's --out folder {out}: give a folder outside it"
+        )
     try:
         if export:
             folder = export_latest(settings, out, export, init_from)

@@ -19,17 +19,29 @@ stages:                                             # FP-SFT stages / Omni-SFT m
 ```
 """
 
+import contextlib
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from types import NoneType, UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from lumina_mgpt.errors import LuminaError
 
 Auto = Literal["auto"]
+AREA_UNIT = 32  # px: bucket sides are multiples of it (unirep.buckets)
+_POSITIVE = (
+    "global_batch_size",
+    "micro_batch_size",
+    "max_length",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_every",
+)
 
 
 @dataclass
@@ -110,6 +122,10 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LuminaError(f"{path}: file not found") from None
+    except OSError as err:
+        raise LuminaError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise LuminaError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except yaml.YAMLError as err:
         raise LuminaError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
     config = config_from_dict(raw, str(path))
@@ -118,14 +134,8 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
 
 
 def config_from_dict(raw: Any, source: str = "config") -> TrainConfig:
-    raw = dict(_mapping(raw, source))
-    stages = raw.pop("stages", None)
-    if not isinstance(stages, list) or not stages:
-        raise LuminaError(f"{source}: 'stages' must be a non-empty list")
-    raw["stages"] = [_stage(s, f"{source}: stages[{i}]") for i, s in enumerate(stages)]
-    if "betas" in raw:
-        raw["betas"] = tuple(raw["betas"])
-    config = _build(TrainConfig, raw, source)
+    """Build a TrainConfig from parsed YAML: every value is checked against its field's type, then its range."""
+    config = _build(TrainConfig, raw, source, "")
     _check(config, source)
     return config
 
@@ -145,31 +155,19 @@ def _resolve_paths(config: TrainConfig, base: Path) -> None:
         stage.data.shards = [near(folder) for folder in stage.data.shards]
 
 
-def _stage(raw: Any, where: str) -> Stage:
-    raw = dict(_mapping(raw, where))
-    data = dict(_mapping(raw.get("data"), f"{where}.data"))
-    if data.get("world") is not None:
-        data["world"] = _build(
-            WorldData, _mapping(data["world"], f"{where}.data.world"), f"{where}.data.world"
-        )
-    if not data.get("shards") and data.get("world") is None:
-        raise LuminaError(f"{where}.data: give 'shards' (folders) or 'world'")
-    if data.get("shards") and data.get("world") is not None:
-        raise LuminaError(f"{where}.data: give either 'shards' or 'world', not both")
-    raw["data"] = _build(StageData, data, f"{where}.data")
-    return _build(Stage, raw, where)
-
-
 def _mapping(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise LuminaError(f"{where}: expected a mapping, got {type(value).__name__}")
     return value
 
 
-def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+def _build(cls: type, raw: Any, source: str, key: str) -> Any:
+    """The dataclass `cls` from the mapping `raw` found at `key` (a key path, "" for the top level)."""
+    where = f"{source}: {key}" if key else source
+    raw = _mapping(raw, where)
     fields = dataclasses.fields(cls)
     names = [f.name for f in fields]
-    unknown = sorted(set(raw) - set(names))
+    unknown = sorted(set(raw) - set(names), key=str)
     if unknown:
         raise LuminaError(f"{where}: unknown key {unknown[0]!r} (expected one of {', '.join(names)})")
     missing = [
@@ -177,48 +175,160 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
     ]
     if missing:
         raise LuminaError(f"{where}: missing key {missing[0]!r}")
-    return cls(**raw)
+    kinds = get_type_hints(cls)
+    return cls(
+        **{
+            name: _typed(value, kinds[name], source, f"{key}.{name}".lstrip("."))
+            for name, value in raw.items()
+        }
+    )
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+_PLURALS = {int: "integers", float: "finite numbers", str: "strings", Any: "values"}
+
+
+def _typed(value: Any, kind: Any, source: str, key: str) -> Any:
+    """`value` checked against the field type `kind` (ints taken as floats where a float is due); a
+    LuminaError naming `key` if it does not fit."""
+    origin, args = get_origin(kind), get_args(kind)
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, source, key)
+    if origin in (Union, UnionType):
+        options = [option for option in args if option is not NoneType]
+        if value is None and len(options) < len(args):
+            return None
+        if len(options) == 1:  # errors inside it name the inner key
+            return _typed(value, options[0], source, key)
+        for option in options:
+            with contextlib.suppress(LuminaError):
+                return _typed(value, option, source, key)
+    elif origin is Literal:
+        if isinstance(value, str) and value in args:
+            return value
+    elif origin is list:
+        if isinstance(value, list):
+            return [_typed(item, args[0], source, f"{key}[{i}]") for i, item in enumerate(value)]
+    elif origin is tuple:
+        if isinstance(value, list | tuple) and len(value) == len(args):
+            return tuple(
+                _typed(v, k, source, f"{key}[{i}]") for i, (v, k) in enumerate(zip(value, args, strict=True))
+            )
+    elif origin is dict:
+        if isinstance(value, dict):
+            return {
+                _typed(name, args[0], source, key): _typed(item, args[1], source, f"{key}.{name}")
+                for name, item in value.items()
+            }
+    elif (
+        kind is Any or (kind is bool and isinstance(value, bool)) or (kind is str and isinstance(value, str))
+    ):
+        return value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if kind is int and isinstance(value, int):
+            return value
+        if kind is float and math.isfinite(value):
+            return float(value)
+    raise LuminaError(f"{source}: {key} must be {_describe(kind)}, got {value!r}")
+
+
+def _describe(kind: Any) -> str:
+    origin, args = get_origin(kind), get_args(kind)
+    if origin is list:
+        return f"a list of {_PLURALS.get(args[0], 'mappings')}"
+    if origin is tuple:
+        return f"a list of {len(args)} {_PLURALS[args[0]]}"
+    if origin is dict:
+        return f"a mapping of {_PLURALS[args[0]]} to {_PLURALS[args[1]]}"
+    if origin is Literal:
+        return " or ".join(map(repr, args))
+    if origin in (Union, UnionType):
+        return " or ".join(_describe(option) for option in args if option is not NoneType)
+    return _KINDS.get(kind, "a mapping")
 
 
 def _check(config: TrainConfig, source: str) -> None:
-    positive = {
-        "global_batch_size": config.global_batch_size,
-        "micro_batch_size": config.micro_batch_size,
-        "max_length": config.max_length,
-        "checkpoint_every": config.checkpoint_every,
-        "keep_checkpoints": config.keep_checkpoints,
-        "log_every": config.log_every,
-    }
-    positive |= {f"stages[{i}].steps": s.steps for i, s in enumerate(config.stages)}
-    if not isinstance(config.data_workers, int) or config.data_workers < 0:
-        raise LuminaError(f"{source}: data_workers must be an integer >= 0, got {config.data_workers!r}")
-    for name, value in positive.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise LuminaError(f"{source}: {name} must be a positive integer, got {value!r}")
+    """Ranges and combinations that the field types do not say."""
+    if not config.stages:
+        raise LuminaError(f"{source}: 'stages' must be a non-empty list")
+    if config.model is None and config.init_from is None:
+        raise LuminaError(f"{source}: give 'model' (a from-scratch ChameleonConfig) or 'init_from'")
+    if config.model is not None and config.init_from is not None:
+        raise LuminaError(f"{source}: give either 'model' or 'init_from', not both")
+    from lumina_mgpt.model.config import ChameleonConfig  # imports torch: not at `lumina-mgpt --help`
+
+    fields = sorted(f.name for f in dataclasses.fields(ChameleonConfig) if f.name not in ("extra", "_source"))
+    unknown = sorted(set(config.model or ()) - set(fields))
+    if unknown:
+        raise LuminaError(
+            f"{source}: model: unknown key {unknown[0]!r} (expected one of {', '.join(fields)})"
+        )
+    rules = [
+        (name, getattr(config, name), getattr(config, name) >= 1, "a positive integer") for name in _POSITIVE
+    ]
+    rules += [
+        ("seed", config.seed, config.seed >= 0, ">= 0"),
+        ("data_workers", config.data_workers, config.data_workers >= 0, ">= 0"),
+        ("z_loss_weight", config.z_loss_weight, config.z_loss_weight >= 0, ">= 0"),
+        ("weight_decay", config.weight_decay, config.weight_decay >= 0, ">= 0"),
+        ("grad_clip", config.grad_clip, config.grad_clip > 0, "> 0"),
+        ("context_drop", config.context_drop, 0 <= config.context_drop <= 1, "in [0, 1]"),
+        ("dropout", config.dropout, config.dropout is None or 0 <= config.dropout < 1, "in [0, 1)"),
+        ("betas", list(config.betas), all(0 <= beta < 1 for beta in config.betas), "in [0, 1)"),
+    ]
+    for i, stage in enumerate(config.stages):
+        world, area = stage.data.world, stage.area
+        rules += [
+            (f"stages[{i}].steps", stage.steps, stage.steps >= 1, "a positive integer"),
+            (f"stages[{i}].lr", stage.lr, stage.lr >= 0, ">= 0"),
+            (
+                f"stages[{i}].min_lr",
+                stage.min_lr,
+                stage.min_lr is None or 0 <= stage.min_lr <= stage.lr,
+                f"in [0, lr] = [0, {stage.lr}]",
+            ),
+            (
+                f"stages[{i}].warmup_steps",
+                stage.warmup_steps,
+                0 <= stage.warmup_steps <= stage.steps,
+                f"in [0, steps] = [0, {stage.steps}]",
+            ),
+            (
+                f"stages[{i}].area",
+                area,
+                area is None or (area > 0 and area % AREA_UNIT == 0),
+                f"a positive multiple of {AREA_UNIT} (px)",
+            ),
+        ]
+        if world is not None:
+            weights = world.tasks.values()
+            rules += [
+                (
+                    f"stages[{i}].data.world.tasks",
+                    world.tasks,
+                    all(w >= 0 for w in weights) and sum(weights) > 0,
+                    "weights >= 0 with a positive sum",
+                ),
+                (
+                    f"stages[{i}].data.world.max_aspect",
+                    world.max_aspect,
+                    world.max_aspect is None or world.max_aspect >= 1,
+                    "a number >= 1",
+                ),
+            ]
+    for key, value, ok, rule in rules:
+        if not ok:
+            raise LuminaError(f"{source}: {key} must be {rule}, got {value!r}")
     if config.global_batch_size % config.micro_batch_size:
         raise LuminaError(
             f"{source}: global_batch_size {config.global_batch_size} is not a multiple of "
             f"micro_batch_size {config.micro_batch_size}"
         )
-    numbers = {
-        "z_loss_weight": config.z_loss_weight,
-        "context_drop": config.context_drop,
-        "weight_decay": config.weight_decay,
-        "grad_clip": config.grad_clip,
-        "dropout": 0.0 if config.dropout is None else config.dropout,
-    }
-    numbers |= {f"stages[{i}].lr": s.lr for i, s in enumerate(config.stages)}
-    numbers |= {f"stages[{i}].min_lr": s.min_lr for i, s in enumerate(config.stages) if s.min_lr is not None}
-    for name, value in numbers.items():
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise LuminaError(f"{source}: {name} must be a non-negative number, got {value!r}")
-    if len(config.betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in config.betas):
-        raise LuminaError(f"{source}: betas must be two numbers in [0, 1), got {list(config.betas)}")
-    if not 0 <= config.context_drop <= 1:
-        raise LuminaError(f"{source}: context_drop must be in [0, 1], got {config.context_drop}")
-    if config.model is None and config.init_from is None:
-        raise LuminaError(f"{source}: give 'model' (a from-scratch ChameleonConfig) or 'init_from'")
     for i, stage in enumerate(config.stages):
+        if not stage.data.shards and stage.data.world is None:
+            raise LuminaError(f"{source}: stages[{i}].data: give 'shards' (folders) or 'world'")
+        if stage.data.shards and stage.data.world is not None:
+            raise LuminaError(f"{source}: stages[{i}].data: give either 'shards' or 'world', not both")
         if stage.data.world is not None and (
             stage.area is None or config.tokenizer is None or config.image_tokenizer is None
         ):
@@ -226,12 +336,3 @@ def _check(config: TrainConfig, source: str) -> None:
                 f"{source}: stages[{i}] draws from the world, which needs the stage's 'area' "
                 "and the config's 'tokenizer' and 'image_tokenizer'"
             )
-        aspect = None if stage.data.world is None else stage.data.world.max_aspect
-        if aspect is not None and (
-            not isinstance(aspect, int | float) or isinstance(aspect, bool) or aspect < 1
-        ):
-            raise LuminaError(
-                f"{source}: stages[{i}].data.world.max_aspect must be a number >= 1, got {aspect!r}"
-            )
-        if not 0 <= stage.warmup_steps <= stage.steps:
-            raise LuminaError(f"{source}: stages[{i}].warmup_steps must be in [0, steps]")

@@ -8,6 +8,7 @@ exported as an HF-format folder. With a time limit the run checkpoints and stops
 """
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from lumina_mgpt.train.export import export_model
 from lumina_mgpt.train.losses import count_targets, lm_losses
 from lumina_mgpt.train.metrics import MetricsLog
 from lumina_mgpt.train.schedule import learning_rate
+from lumina_mgpt.unirep import buckets
+from lumina_mgpt.vocab import TokenLayout
 
 
 def train(
@@ -49,52 +52,87 @@ def train(
             f"global_batch_size {config.global_batch_size} is not a multiple of world size "
             f"{runtime.world_size} x micro_batch_size {config.micro_batch_size}"
         )
+    check_world_areas(config)
     run = restore(config, out, init_from, runtime)
+    if run.step > config.total_steps:
+        raise LuminaError(
+            f"{run.latest} is past this config's last step ({config.total_steps}): it was trained with more "
+            "steps; use another --out, or --export to write that checkpoint as a model"
+        )
     run.checkpointer.remove_unfinished()  # left by a crash; not in `restore`, which also serves live exports
     model, optimizer, step, position = run.model, run.optimizer, run.step, run.position
     log = MetricsLog(
         out, total_steps=config.total_steps, start_step=step, every=config.log_every, enabled=runtime.is_main
     )
-    if run.latest is not None:
-        log.write(f"resuming from {run.latest} (step {step})")
-    source, source_stage = None, -1
-    while step < config.total_steps:
-        stage_index, stage_step = config.stage_at(step)
-        stage = config.stages[stage_index]
-        if stage_index != source_stage:
-            source, source_stage = make_source(config, stage_index, runtime), stage_index
-            if position is not None and position["stage"] == stage_index:
-                source.load_state_dict(position["position"])
-            log.write(f"stage {stage.name!r}: {stage.steps} steps")
-            if isinstance(source, ShardSource) and source.too_long:
-                log.write(
-                    f"  {source.too_long} samples longer than max_length {config.max_length} are skipped"
-                )
-        lr = learning_rate(
-            stage_step,
-            lr=stage.lr,
-            min_lr=stage.lr if stage.min_lr is None else stage.min_lr,
-            warmup_steps=stage.warmup_steps,
-            total_steps=stage.steps,
-        )
-        scalars, tokens = train_step(model, optimizer, next(source), config, runtime, step, lr)
-        step += 1
-        log.step(step, tokens, scalars)
-        stopping = deadline is not None and step < config.total_steps and _past(deadline, runtime)
-        if stopping or step % config.checkpoint_every == 0 or step == config.total_steps:
-            data = json.dumps({"stage": stage_index, "position": source.state_dict()})
-            run.checkpointer.save(step, model, optimizer, {"step": step, "data": data})
-        if stopping:
-            log.write(
-                f"time limit reached: stopped after step {step} of {config.total_steps}; the same "
-                "command resumes the run"
+    try:  # closing the progress bar first puts an error on a line of its own
+        if run.latest is not None:
+            log.write(f"resuming from {run.latest} (step {step})")
+        source, source_stage = None, -1
+        while step < config.total_steps:
+            stage_index, stage_step = config.stage_at(step)
+            stage = config.stages[stage_index]
+            if stage_index != source_stage:
+                source, source_stage = make_source(config, stage_index, runtime), stage_index
+                if position is not None and position["stage"] == stage_index:
+                    source.load_state_dict(position["position"])
+                log.write(f"stage {stage.name!r}: {stage.steps} steps")
+                if isinstance(source, ShardSource) and source.too_long:
+                    log.write(
+                        f"  {source.too_long} samples longer than max_length {config.max_length} are skipped"
+                    )
+            lr = learning_rate(
+                stage_step,
+                lr=stage.lr,
+                min_lr=stage.lr if stage.min_lr is None else stage.min_lr,
+                warmup_steps=stage.warmup_steps,
+                total_steps=stage.steps,
             )
-            log.close()
-            return None
-    log.close()
+            scalars, tokens = train_step(model, optimizer, next(source), config, runtime, step, lr)
+            step += 1
+            for name in ("loss", "grad_norm"):  # global values: every rank stops at the same step
+                if not math.isfinite(scalars[name]):
+                    latest = run.checkpointer.latest()
+                    raise LuminaError(
+                        f"{name} became {scalars[name]} at step {step} (stage {stage.name!r}, lr {lr:.3g}); "
+                        f"nothing was saved, the last checkpoint ({latest or 'none'}) is kept: lower the "
+                        "stage's lr or check the data, then run again"
+                    )
+            log.step(step, tokens, scalars)
+            stopping = deadline is not None and step < config.total_steps and _past(deadline, runtime)
+            if stopping or step % config.checkpoint_every == 0 or step == config.total_steps:
+                data = json.dumps({"stage": stage_index, "position": source.state_dict()})
+                run.checkpointer.save(step, model, optimizer, {"step": step, "data": data})
+            if stopping:
+                log.write(
+                    f"time limit reached: stopped after step {step} of {config.total_steps}; the same "
+                    "command resumes the run"
+                )
+                return None
+    finally:
+        log.close()
     folder = export_model(model, config, out / "model", runtime)
     dist.barrier()
     return folder
+
+
+def check_world_areas(config: TrainConfig) -> None:
+    """Refuse a world stage whose area has canvases wider or taller than the layout's size tokens reach,
+    before any model or data is made."""
+    for index, stage in enumerate(config.stages):
+        if stage.data.world is None:
+            continue
+        layout = TokenLayout.from_tokenizer(config.tokenizer, config.layout)
+        aspect = stage.data.world.max_aspect
+        side = max(
+            max(size) for size in buckets(stage.area) if aspect is None or max(size) <= aspect * min(size)
+        )
+        largest = layout.max_size_units * layout.size_unit_px
+        if side > largest:
+            raise LuminaError(
+                f"stages[{index}] ({stage.name!r}): area {stage.area} has canvases of side {side} px, larger "
+                f"than layout {layout.name}'s largest image side, {largest} px: lower the area or its "
+                "data.world.max_aspect"
+            )
 
 
 def _past(deadline: float, runtime: Runtime) -> bool:
