@@ -185,6 +185,19 @@ def test_images_do_not_depend_on_the_batch_size(model, tmp_path, flags):
     assert np.abs(outputs["2"] - outputs["16"]).max() <= 1  # same tokens; VQ decoding may round ±1 by batch
 
 
+def test_a_reused_output_folder_keeps_older_images_and_says_so(model, tmp_path):
+    base = ["generate", "a red star", "--size", "32x32", "--out", str(tmp_path), "--model", model]
+    assert runner.invoke(app, [*base, "-n", "3"]).exit_code == 0
+    older = (tmp_path / "image_002.png").read_bytes()
+    result = runner.invoke(app, [*base, "-n", "1", "--seed", "9"])
+    assert result.exit_code == 0
+    assert "also holds 2 image(s) of earlier runs (image_001.png, image_002.png)" in result.stderr
+    assert (tmp_path / "image_002.png").read_bytes() == older
+    assert json.loads((tmp_path / "settings.json").read_text())["files"] == ["image_000.png"]
+    result = runner.invoke(app, [*base, "-n", "3"])
+    assert result.exit_code == 0 and "earlier runs" not in result.stderr
+
+
 def test_the_command_line_imports_torch_only_on_use_and_the_shapes_model_needs_no_diffusers():
     """`lumina-mgpt --help` stays quick (no torch), and the shipped model's pipeline never imports diffusers
     (its image tokenizer is our own; diffusers with torchao takes seconds and prints warnings) nor, while

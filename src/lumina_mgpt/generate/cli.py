@@ -113,6 +113,7 @@ def generate(
         },
     )
     typer.echo(f"wrote {len(files)} image(s) to {out} ({seconds:.1f} s)")
+    _note_older_images(out, files)
 
 
 def chat(
@@ -181,6 +182,7 @@ def chat(
     typer.echo(reply.text)
     if files:
         typer.echo(f"wrote {len(files)} image(s) to {out}", err=True)
+        _note_older_images(out, files)
 
 
 def _parse_size(size: str) -> tuple[int, int]:
@@ -248,6 +250,18 @@ def _save_images(images: list[Image.Image], out: Path, stem: str, first: int = 0
         image.save(out / f"{stem}_{index:03d}.png")
         files.append(f"{stem}_{index:03d}.png")
     return files
+
+
+def _note_older_images(out: Path, files: list[str]) -> None:
+    """Say on stderr when `out` also holds PNGs this run did not write (they are kept, but settings.json
+    describes only this run)."""
+    older = sorted(p.name for p in out.glob("*.png") if p.name not in files)
+    if older:
+        typer.echo(
+            f"note: {out} also holds {len(older)} image(s) of earlier runs ({', '.join(older[:3])}"
+            f"{', ...' if len(older) > 3 else ''}); settings.json describes this run only",
+            err=True,
+        )
 
 
 def _write_settings(out: Path, settings: dict) -> None:
