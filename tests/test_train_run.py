@@ -34,6 +34,12 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 60.0) -> N
         time.sleep(0.005)
 
 
+def _start(config: Path, run: Path, **env: str) -> subprocess.Popen:
+    """A training run in the background, its stderr merged into stdout."""
+    command, out = train_command(config, run), subprocess.PIPE
+    return subprocess.Popen(command, env=run_env(**env), stdout=out, stderr=subprocess.STDOUT, text=True)
+
+
 def _kill(process: subprocess.Popen) -> str:
     process.kill()
     output = process.communicate()[0]
@@ -86,25 +92,13 @@ def test_kill_mid_run_and_mid_checkpoint_then_resume_is_bit_exact(tmp_path):
     checkpoints = run / "checkpoints"
 
     # 1: killed while step 6's checkpoint is written but not committed
-    first = subprocess.Popen(
-        train_command(config, run),
-        env=run_env(**{PAUSE_ENV: "6:120"}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    first = _start(config, run, **{PAUSE_ENV: "6:120"})
     _wait_for(checkpoints / "step-6.tmp" / ".metadata", first)
     _kill(first)
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-2", "step-4", "step-6.tmp"]
 
     # 2: resumes from step 4 (the last complete one), then is killed in the middle of step 7 or 8
-    second = subprocess.Popen(
-        train_command(config, run),
-        env=run_env(**{PAUSE_ENV: "10:120"}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    second = _start(config, run, **{PAUSE_ENV: "10:120"})
     _wait_for(checkpoints / "step-6", second)
     output = _kill(second)
     assert "resuming from" in output and "step-4 (step 4)" in output
@@ -266,13 +260,7 @@ def test_two_ranks_under_torchrun_follow_the_single_process_loss_curve(tmp_path)
     write_synthetic_shards(tmp_path / "shards")
     single = write_config(tmp_path / "single.yaml", micro_batch_size=4)  # 2 accumulation steps of 4
     double = write_config(tmp_path / "double.yaml", micro_batch_size=2)  # 2 ranks x 2 steps of 2
-    one = subprocess.Popen(
-        train_command(single, tmp_path / "one"),
-        env=run_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    one = _start(single, tmp_path / "one")
     two = subprocess.run(
         train_command(double, tmp_path / "two", nproc=2), env=run_env(), capture_output=True, text=True
     )

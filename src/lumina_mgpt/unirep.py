@@ -151,12 +151,17 @@ def find_image_blocks(ids: torch.Tensor | list[int], layout: TokenLayout) -> lis
     return blocks
 
 
-def buckets(area_side_px: int = 512, unit: int = 32, max_ratio: float = 4.0) -> list[tuple[int, int]]:
+MAX_BUCKET_RATIO = 4.0  # the releases' longest side over shortest
+
+
+def buckets(area_side_px: int = 512, unit: int = 32, max_ratio: float | None = None) -> list[tuple[int, int]]:
     """Canvas sizes (W, H) of about area_side_px² pixels: the releases' staircase of (w, h) units.
 
     Starting from (N, 1) units (N = (area_side_px / unit)²), keep (w, h) when the aspect is at most
-    max_ratio; grow h while (h + 1)·w ≤ N, else shrink w. 512 gives 49 sizes, 768 gives 73, 1024 gives 97.
+    max_ratio (None: the releases' 4); grow h while (h + 1)·w ≤ N, else shrink w. 512 gives 49 sizes, 768 gives
+    73, 1024 gives 97.
     """
+    max_ratio = MAX_BUCKET_RATIO if max_ratio is None else max_ratio
     if area_side_px <= 0 or unit <= 0 or area_side_px % unit:
         raise LuminaError(f"bucket side {area_side_px} px is not a positive multiple of the unit {unit} px")
     if max_ratio < 1:

@@ -67,11 +67,7 @@ class WorldSampler:
         it (dual-panel tasks need tall enough canvases): found now, not hours into a run."""
         canvases, canvas_weights = [], []
         drawable = np.zeros(len(self.kinds), dtype=bool)
-        aspect = self.spec.max_aspect
-        sizes = [
-            (w, h) for w, h in buckets(self.spec.area) if aspect is None or max(w, h) <= aspect * min(w, h)
-        ]
-        for width, height in sizes:
+        for width, height in buckets(self.spec.area, max_ratio=self.spec.max_aspect):
             if min(width, height) < MIN_SIDE:
                 continue
             fits = np.array([_drawable(kind, width, height, self.spec.seed) for kind in self.kinds])

@@ -12,6 +12,7 @@ from enum import IntEnum
 import torch
 
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.unirep import block_length
 from lumina_mgpt.vocab import TokenLayout
 
 
@@ -91,12 +92,9 @@ class UniRepGrammar:
     def longest_grid(self, sizes: list[tuple[int, int] | None]) -> int:
         """Tokens (codes, end-of-lines and the end) of the longest grid an image of these requested `(W, H)`
         sizes can have; None: any size the layout's size tokens allow."""
-        unit, most = self.layout.size_unit_px, len(self.layout.size_token_ids) - 1
-        latents = [
-            (h // unit * self.layout.grid_per_unit, w // unit * self.layout.grid_per_unit)
-            for w, h in (size or (most * unit, most * unit) for size in sizes)
-        ]
-        return max(1, *(rows * (cols + 1) + 1 for rows, cols in latents))  # start() reports bad sizes
+        side = self.layout.max_size_units * self.layout.size_unit_px
+        header = 3  # image start and the two size tokens
+        return max(block_length(w, h, self.layout) - header for w, h in (s or (side, side) for s in sizes))
 
     def start(self, prompts: list[list[int]], sizes: list[tuple[int, int] | None]) -> BlockState:
         """The state after each prompt: inside an image if the prompt ends in an open image block (an

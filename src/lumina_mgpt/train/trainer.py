@@ -118,15 +118,13 @@ def train(
 def check_world_areas(config: TrainConfig) -> None:
     """Refuse a world stage whose area has canvases wider or taller than the layout's size tokens reach,
     before any model or data is made."""
-    for index, stage in enumerate(config.stages):
-        if stage.data.world is None:
-            continue
-        layout = TokenLayout.from_tokenizer(config.tokenizer, config.layout)
-        aspect = stage.data.world.max_aspect
-        side = max(
-            max(size) for size in buckets(stage.area) if aspect is None or max(size) <= aspect * min(size)
-        )
-        largest = layout.max_size_units * layout.size_unit_px
+    worlds = [(index, stage) for index, stage in enumerate(config.stages) if stage.data.world is not None]
+    if not worlds:
+        return
+    layout = TokenLayout.from_tokenizer(config.tokenizer, config.layout)
+    largest = layout.max_size_units * layout.size_unit_px
+    for index, stage in worlds:
+        side = max(max(size) for size in buckets(stage.area, max_ratio=stage.data.world.max_aspect))
         if side > largest:
             raise LuminaError(
                 f"stages[{index}] ({stage.name!r}): area {stage.area} has canvases of side {side} px, larger "

@@ -28,9 +28,8 @@ from lumina_mgpt.vq.keymap import check_state_dict, from_release
 from lumina_mgpt.vq.tokenizer import ImageTokenizer, Rounding
 
 FORMAT = "lumina-mgpt-image-tokenizer"
-SHAPES_TOKENIZER = (
-    Path(__file__).resolve().parent.parent / "models" / "shapes" / "vq"
-)  # the shipped model's VQ
+# the shipped model's VQ
+SHAPES_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "shapes" / "vq"
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 _HUB_FILES = (CONFIG_FILE, WEIGHTS_FILE, "vqgan.yaml", "vqgan.ckpt", "movqgan_270M.ckpt")
 
