@@ -20,6 +20,7 @@ from lumina_mgpt.generate.constraints import BlockState, Kind, Mode, UniRepGramm
 from lumina_mgpt.generate.sampling import RowRandom, SamplingSettings, sample_tokens
 from lumina_mgpt.generate.speculative import JacobiDecoder, SpeculativeSettings
 from lumina_mgpt.model import ChameleonTransformer, KVCache
+from lumina_mgpt.model.parallel import cache_heads
 from lumina_mgpt.vocab import TokenLayout
 
 MAX_CFG_SCALE = 1e3  # larger scales overflow float32 logits
@@ -211,7 +212,14 @@ class DecodeEngine:
         state = self.grammar.start(prompts, sizes if settings.force_size else [None] * batch)
         rows = prompts + ([self._uncond_context(p) for p in prompts] if cfg else [])
         capacity = max(len(p) for p in prompts) + settings.max_new_tokens + extra_slots
-        cache = KVCache(self.model.config, len(rows), capacity, _model_dtype(self.model), self.device)
+        cache = KVCache(
+            self.model.config,
+            len(rows),
+            capacity,
+            _model_dtype(self.model),
+            self.device,
+            kv_heads=cache_heads(self.model),
+        )
         logits = self._prefill(rows, cache)
         choose = _TokenChooser(self, state, settings, logits.shape, budgets)
         return _Run(state, cache, choose, cfg, logits)

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.constraints import BlockState, Mode
 from lumina_mgpt.generate.sampling import SamplingSettings
+from lumina_mgpt.model.parallel import full_weight
 
 if TYPE_CHECKING:
     from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings
@@ -229,7 +230,7 @@ class JacobiDecoder:
         self.stop_ids, self.eol, self.end = engine.stop_ids, layout.eol_id, layout.image_end_id
         self.codes = layout.image_token_ids.to(device)
         self.code_of = layout.code_of_id.to(device)
-        self.head = _code_rows(engine.model.lm_head.weight, self.codes)
+        self.head = _code_rows(full_weight(engine.model.lm_head.weight), self.codes)
         self.noise = CounterNoise(seeds, device)
         codebook = len(self.codes)
         self.exact = spec.mode == "exact"

@@ -29,7 +29,9 @@ class KVCache:
         max_length: int,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
+        kv_heads: int | None = None,
     ) -> None:
+        """`kv_heads`: the key/value heads held here (default all; a tensor-parallel rank holds 1/N)."""
         if batch_size < 1 or max_length < 1:
             raise LuminaError(
                 f"KV cache: batch_size and max_length must be >= 1, got {batch_size}, {max_length}"
@@ -37,7 +39,7 @@ class KVCache:
         shape = (
             config.num_hidden_layers,
             batch_size,
-            config.num_key_value_heads,
+            kv_heads or config.num_key_value_heads,
             max_length,
             config.head_dim,
         )

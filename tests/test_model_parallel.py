@@ -1,0 +1,116 @@
+"""Tensor parallelism: 2 gloo ranks give one process's logits (MHA, GQA, swin-norm; prefill, token steps,
+speculative windows, rollback, masked CFG-style rows), and bad set-ups get one line."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.model import ChameleonConfig, ChameleonTransformer, KVCache
+from lumina_mgpt.model.parallel import (
+    apply_tensor_parallel,
+    cache_heads,
+    check_divisible,
+    tensor_parallel_mesh,
+)
+
+CONFIGS = {
+    "mha": dict(num_key_value_heads=4, swin_norm=False),
+    "gqa": dict(num_key_value_heads=2, swin_norm=False),
+    "swin": dict(num_key_value_heads=4, swin_norm=True),
+}
+RANKS = 2
+
+
+def tiny_model(name: str) -> ChameleonTransformer:
+    config = ChameleonConfig(
+        vocab_size=98,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        **CONFIGS[name],
+    )
+    torch.manual_seed(len(name))
+    model = ChameleonTransformer(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():  # non-trivial norms and biases too
+            param.add_(torch.randn_like(param) * 0.3)
+    return model
+
+
+@torch.no_grad()
+def decode_logits(model: ChameleonTransformer) -> list[torch.Tensor]:
+    """Logits of a masked 2-row prefill, one-token steps, a 4-token window, a rollback and a 2-token step."""
+    gen = torch.Generator().manual_seed(7)
+    vocab = model.config.vocab_size
+    cache = KVCache(model.config, 2, 64, kv_heads=cache_heads(model))
+    cache.hide([1], 1, 4)  # an unconditional CFG row: its prompt is hidden
+    out = [model(torch.randint(vocab, (2, 6), generator=gen), cache)]
+    for length in (1, 1, 4):
+        out.append(model(torch.randint(vocab, (2, length), generator=gen), cache))
+    cache.rollback(torch.tensor([3, 1]))
+    out.append(model(torch.randint(vocab, (2, 2), generator=gen), cache))
+    out.append(model(torch.randint(vocab, (2, 5), generator=gen)))  # no cache: plain causal
+    return out
+
+
+def _worker(rank: int, port: int, folder: str) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(RANKS),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    mesh = tensor_parallel_mesh(RANKS, torch.device("cpu"))
+    for name in CONFIGS:
+        model = apply_tensor_parallel(tiny_model(name), mesh)
+        torch.save(decode_logits(model), f"{folder}/{name}-{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks_logits(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("tp")
+    mp.spawn(_worker, args=(_free_port(), str(folder)), nprocs=RANKS)
+    return str(folder)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_two_ranks_give_one_process_logits(ranks_logits, name):
+    expected = decode_logits(tiny_model(name))
+    for rank in range(RANKS):
+        got = torch.load(f"{ranks_logits}/{name}-{rank}.pt", weights_only=True)
+        assert len(got) == len(expected)
+        for step, (a, b) in enumerate(zip(got, expected, strict=True)):
+            assert a.shape == b.shape, step
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=f"{name} call {step}, rank {rank}")
+
+
+def test_indivisible_heads_are_refused_in_one_line():
+    config = tiny_model("gqa").config
+    check_divisible(config, 2)
+    with pytest.raises(
+        LuminaError, match="4 attention heads and 2 key/value heads must both be divisible by 4"
+    ):
+        check_divisible(config, 4)
+
+
+def test_tensor_parallel_outside_torchrun_or_wrong_size_is_refused(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(LuminaError, match="needs a torchrun job"):
+        tensor_parallel_mesh(2, torch.device("cpu"))
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(LuminaError, match="does not match the torchrun world size 3"):
+        tensor_parallel_mesh(2, torch.device("cpu"))
