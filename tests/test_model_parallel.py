@@ -2,7 +2,10 @@
 speculative windows, rollback, masked CFG-style rows), and bad set-ups get one line."""
 
 import os
+import shutil
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -114,3 +117,36 @@ def test_tensor_parallel_outside_torchrun_or_wrong_size_is_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(LuminaError, match="does not match the torchrun world size 3"):
         tensor_parallel_mesh(2, torch.device("cpu"))
+
+
+def _generate(out, *extra: str, ranks: int = 1) -> bytes:
+    """The PNG of `lumina-mgpt generate` for the shipped model, alone or under torchrun with `ranks` ranks."""
+    script = shutil.which("lumina-mgpt")
+    command = [script]
+    if ranks > 1:
+        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={ranks}", script]
+        extra += ("--tensor-parallel", str(ranks))
+    args = [
+        "generate",
+        "a red circle",
+        "--size",
+        "128x128",
+        "--seed",
+        "5",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command + args + list(extra), check=True, capture_output=True, env=env, timeout=240)
+    return (out / "image_000.png").read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("speculative", ["off", "exact"])
+def test_torchrun_generate_writes_one_process_png(tmp_path, speculative):
+    alone = _generate(tmp_path / "alone", "--speculative", speculative)
+    split = _generate(tmp_path / "split", "--speculative", speculative, ranks=RANKS)
+    assert split == alone
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == ["image_000.png", "settings.json"]

@@ -33,6 +33,7 @@ from lumina_mgpt.generate.presets import Preset, preset_for
 from lumina_mgpt.generate.sampling import SamplingSettings, row_seeds
 from lumina_mgpt.generate.speculative import SpeculativeSettings, speculative_settings
 from lumina_mgpt.model import ChameleonTransformer, load_transformer, resolve_folder
+from lumina_mgpt.model.parallel import apply_tensor_parallel, tensor_parallel_mesh
 from lumina_mgpt.model.quantize import quantize_weights
 from lumina_mgpt.text import IMAGE_PLACEHOLDER, TextTokenizer, serialize, split_response
 from lumina_mgpt.unirep import (
@@ -117,6 +118,7 @@ class LuminaMGPTPipeline:
         image_tokenizer: str | os.PathLike | ImageTokenizer | None = None,
         compile: bool = False,
         quantize: str | None = None,
+        tensor_parallel: int = 1,
     ) -> "LuminaMGPTPipeline":
         """Load a model folder or hub repo id (default: the shipped shapes-world model).
 
@@ -124,8 +126,12 @@ class LuminaMGPTPipeline:
         to its `vq/` subfolder; the family (v1, v2, ours) is read from the tokenizer's image-token names.
         `compile`: compile the decode step with `torch.compile` (worth it on GPUs; the first call is slow).
         `quantize`: "int8" or "int4" weight-only decoder linears (torchao; int4 needs CUDA and bfloat16).
+        `tensor_parallel`: N > 1 splits the transformer over the N processes of this torchrun job (DTensor).
         """
         device = resolve_device(device)
+        mesh = None if tensor_parallel == 1 else tensor_parallel_mesh(tensor_parallel, device)
+        if mesh is not None and quantize is not None:
+            raise LuminaError("quantize and tensor_parallel cannot be combined yet; use one of them")
         folder = model_folder(path_or_repo_id)
         text_file = tokenizer_file(folder, text_tokenizer)
         tokenizer = TextTokenizer.from_file(text_file)
@@ -142,6 +148,8 @@ class LuminaMGPTPipeline:
         transformer = load_transformer(folder, dtype=dtype, device=device)
         if quantize is not None:
             quantize_weights(transformer, quantize)
+        if mesh is not None:
+            apply_tensor_parallel(transformer, mesh)
         layout = TokenLayout.from_tokenizer(text_file, kind)
         preset = preset_for(kind, folder)
         return cls(transformer, tokenizer, image_tokenizer.to(device).eval(), layout, preset, compile)

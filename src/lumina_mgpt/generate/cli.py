@@ -12,7 +12,13 @@ from typing import Annotated
 import typer
 from PIL import Image, UnidentifiedImageError
 
-from lumina_mgpt.cli_options import DeviceOption, ImageTokenizerOption, ModelOption, TextTokenizerOption
+from lumina_mgpt.cli_options import (
+    DeviceOption,
+    ImageTokenizerOption,
+    ModelOption,
+    TensorParallelOption,
+    TextTokenizerOption,
+)
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.tasks import TASKS, task_message
 
@@ -54,6 +60,7 @@ def generate(
     quantize: Annotated[
         str | None, typer.Option(help="Weight-only int8 or int4 decoder linears (int4: CUDA, bfloat16).")
     ] = None,
+    tensor_parallel: TensorParallelOption = 1,
 ) -> None:
     """Draw images from a text prompt."""
     from lumina_mgpt.generate.speculative import speculative_settings  # torch: imported on use (quick --help)
@@ -69,7 +76,7 @@ def generate(
         raise LuminaError(f"--best-of must be >= 1, got {best_of}")
     if num_images < 1:
         raise LuminaError(f"--num-images must be >= 1, got {num_images}")
-    pipe = _load(model, text_tokenizer, image_tokenizer, device, compile, quantize)
+    pipe = _load(model, text_tokenizer, image_tokenizer, device, compile, quantize, tensor_parallel)
     results, files = [], []
     for first in range(0, num_images, batch_size):  # image k keeps seed + k (x best_of) whatever the batching
         result = pipe(
@@ -90,6 +97,10 @@ def generate(
         )
         files += _save_images(result.images, out, "image", first)
         results.append(result)
+    from lumina_mgpt.model.parallel import owns_files
+
+    if not owns_files():  # another rank of this tensor-parallel job writes the files
+        return
     seconds = sum(r.stats["seconds"] for r in results)
     stats = (
         results[0].stats if len(results) == 1 else {"batches": [r.stats for r in results], "seconds": seconds}
@@ -135,6 +146,7 @@ def chat(
     text_tokenizer: TextTokenizerOption = None,
     image_tokenizer: ImageTokenizerOption = None,
     device: DeviceOption = None,
+    tensor_parallel: TensorParallelOption = 1,
 ) -> None:
     """One turn of a multimodal chat: editing, dense prediction, condition to image, QA, frames, dual panels."""
     spec = TASKS.get(task)
@@ -146,7 +158,7 @@ def chat(
     width, height = _parse_size(size) if size else (None, None)
     if width is not None:
         _precheck_size(width, height, model, text_tokenizer)
-    pipe = _load(model, text_tokenizer, image_tokenizer, device, False)
+    pipe = _load(model, text_tokenizer, image_tokenizer, device, False, tensor_parallel=tensor_parallel)
     prefix = images.pop() if spec.prefix else None
     canvas = (width, height) if width else (prefix.width, 2 * prefix.height) if prefix else pipe.preset.canvas
     content = task_message(task, text, *canvas, map_name=map_name, frames=frames)
@@ -163,6 +175,10 @@ def chat(
         max_new_tokens=max_new_tokens,
         progress=sys.stderr.isatty(),
     )
+    from lumina_mgpt.model.parallel import owns_files
+
+    if not owns_files():  # another rank of this tensor-parallel job writes the files
+        return
     files = _save_images(reply.images, out, "reply")
     _write_settings(
         out,
@@ -214,6 +230,7 @@ def _load(
     device: str | None,
     compile: bool,
     quantize: str | None = None,
+    tensor_parallel: int = 1,
 ):
     from lumina_mgpt.pipeline import LuminaMGPTPipeline  # heavy imports only once the arguments are fine
 
@@ -224,6 +241,7 @@ def _load(
         image_tokenizer=image_tokenizer,
         compile=compile,
         quantize=quantize,
+        tensor_parallel=tensor_parallel,
     )
 
 
@@ -240,16 +258,19 @@ def _read_image(path: Path) -> Image.Image:
 
 
 def _save_images(images: list[Image.Image], out: Path, stem: str, first: int = 0) -> list[str]:
-    """Write `stem_NNN.png` files numbered from `first`; their names."""
+    """Write `stem_NNN.png` files numbered from `first` (rank 0 only in a tensor-parallel job); their names."""
+    from lumina_mgpt.model.parallel import owns_files
+
+    names = [f"{stem}_{index:03d}.png" for index in range(first, first + len(images))]
+    if not owns_files():
+        return names
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise LuminaError(f"cannot create output folder {out} ({error.strerror})") from None
-    files = []
-    for index, image in enumerate(images, start=first):
-        image.save(out / f"{stem}_{index:03d}.png")
-        files.append(f"{stem}_{index:03d}.png")
-    return files
+    for name, image in zip(names, images, strict=True):
+        image.save(out / name)
+    return names
 
 
 def _note_older_images(out: Path, files: list[str]) -> None:

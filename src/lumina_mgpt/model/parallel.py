@@ -88,6 +88,11 @@ def apply_tensor_parallel(model: ChameleonTransformer, mesh: DeviceMesh) -> Cham
     return model
 
 
+def owns_files() -> bool:
+    """Whether this process writes files and answers HTTP: rank 0 of a tensor-parallel job, or a lone process."""
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
 def cache_heads(model: nn.Module) -> int:
     """The key/value heads this process's KV cache holds (all of them without tensor parallelism)."""
     return model.model.layers[0].self_attn.kv_heads
