@@ -61,6 +61,12 @@ def decode_logits(model: ChameleonTransformer) -> list[torch.Tensor]:
     return out
 
 
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the parameters this process holds (its shards of the split ones)."""
+    local = (p.to_local() if hasattr(p, "to_local") else p for p in model.parameters())
+    return sum(t.numel() * t.element_size() for t in local)
+
+
 def _worker(rank: int, port: int, folder: str) -> None:
     os.environ.update(
         RANK=str(rank),
@@ -74,6 +80,7 @@ def _worker(rank: int, port: int, folder: str) -> None:
     for name in CONFIGS:
         model = apply_tensor_parallel(tiny_model(name), mesh)
         torch.save(decode_logits(model), f"{folder}/{name}-{rank}.pt")
+    torch.save(torch.tensor(model_bytes(model)), f"{folder}/bytes-{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
@@ -99,6 +106,13 @@ def test_two_ranks_give_one_process_logits(ranks_logits, name):
         for step, (a, b) in enumerate(zip(got, expected, strict=True)):
             assert a.shape == b.shape, step
             torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=f"{name} call {step}, rank {rank}")
+
+
+def test_each_rank_holds_about_half_the_model(ranks_logits):
+    whole = model_bytes(tiny_model("swin"))
+    for rank in range(RANKS):
+        held = int(torch.load(f"{ranks_logits}/bytes-{rank}.pt", weights_only=True))
+        assert 0.5 <= held / whole < 0.52, (rank, held, whole)  # only the RMSNorm weights are replicated
 
 
 def test_indivisible_heads_are_refused_in_one_line():
