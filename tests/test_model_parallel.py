@@ -10,9 +10,10 @@ import sys
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_model_kv_cache import tiny_config
 
 from lumina_mgpt.errors import LuminaError
-from lumina_mgpt.model import ChameleonConfig, ChameleonTransformer, KVCache
+from lumina_mgpt.model import ChameleonTransformer, KVCache
 from lumina_mgpt.model.parallel import (
     apply_tensor_parallel,
     cache_heads,
@@ -29,14 +30,7 @@ RANKS = 2
 
 
 def tiny_model(name: str) -> ChameleonTransformer:
-    config = ChameleonConfig(
-        vocab_size=98,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        **CONFIGS[name],
-    )
+    config = tiny_config(**CONFIGS[name])  # vocabulary 97: an uneven split of the embedding and head
     torch.manual_seed(len(name))
     model = ChameleonTransformer(config).eval()
     with torch.no_grad():
