@@ -388,3 +388,36 @@ def test_init_from_a_checkpoint_and_activation_checkpointing(tmp_path):
         ],
     )
     assert "no complete checkpoint under" in str(result.exception)
+
+
+def test_an_export_carries_the_base_models_tokenizers_and_sampling_preset(tmp_path):
+    from lumina_mgpt.model import ChameleonConfig, ChameleonTransformer, save_transformer
+
+    torch.manual_seed(3)
+    start = ChameleonTransformer(
+        ChameleonConfig(
+            vocab_size=600, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2
+        )
+    )
+    start.init_weights()
+    base = tmp_path / "base"
+    save_transformer(start, base)
+    tiny_text_tokenizer(base)
+    tiny_image_tokenizer(base / "vq")
+    (base / "sampling.json").write_text('{"speculative": "exact"}')
+    write_synthetic_shards(tmp_path / "shards")
+    config = write_config(
+        tmp_path / "c.yaml", stages=[dict(name="s", steps=1, area=64, data=dict(shards=[str(tmp_path / "shards")]))]
+    )
+    import torch.distributed as dist
+
+    from lumina_mgpt.train.config import load_config
+    from lumina_mgpt.train.trainer import train
+
+    try:
+        folder = train(load_config(config, init_from=str(base)), tmp_path / "out")
+    finally:
+        dist.destroy_process_group()
+    assert (folder / "sampling.json").read_text() == '{"speculative": "exact"}'
+    assert (folder / "tokenizer.json").read_bytes() == (base / "tokenizer.json").read_bytes()
+    assert load_file(folder / "vq" / "model.safetensors").keys() == load_file(base / "vq" / "model.safetensors").keys()

@@ -133,11 +133,12 @@ def read_yaml(path: str | os.PathLike) -> Any:
 
 def load_config(path: str | os.PathLike, init_from: str | None = None) -> TrainConfig:
     """Read and check a training YAML file; any problem is a LuminaError naming the file and key.
-    `init_from` (the `--init-from` option) replaces the file's `init_from`."""
+    `init_from` (the `--init-from` option) replaces the file's `init_from` and `model`."""
     path = Path(path)
     raw = read_yaml(path)
-    if init_from is not None:  # --init-from: the config may then leave out both 'model' and 'init_from'
-        raw = {**_mapping(raw or {}, str(path)), "init_from": init_from}
+    if init_from is not None:  # --init-from replaces the config's model (its shape comes from the checkpoint)
+        raw = {k: v for k, v in _mapping(raw or {}, str(path)).items() if k != "model"}
+        raw["init_from"] = init_from
     config = config_from_dict(raw, str(path))
     _resolve_paths(config, path.parent)
     return config
