@@ -60,7 +60,9 @@ def main() -> None:
     held_out = np.stack([np.asarray(Image.open(p)) for p in sorted((args.out / "held-out").glob("*.png"))])
     recon, used = reconstruct(tokenizer, held_out)
     print(f"training: {seconds / 60:.1f} min (wall, including start-up and final eval)")
-    print(f"held-out PSNR: {psnr(held_out, recon):.2f} dB on {len(held_out)} 128x128 pictures ({used} codes used)")
+    print(
+        f"held-out PSNR: {psnr(held_out, recon):.2f} dB on {len(held_out)} 128x128 pictures ({used} codes used)"
+    )
     sys.exit(0)
 
 

@@ -46,7 +46,9 @@ def test_bad_image_folders_are_one_line_errors(tmp_path):
     Image.new("RGB", (7, 20)).save(small / "tiny.png")
     with pytest.raises(LuminaError, match=r"tiny\.png: 7x20 is smaller than one 8x8 grid cell"):
         load_images(small, 8)
-    result = CliRunner().invoke(app, ["train-vq", "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        app, ["train-vq", "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and "no images found" in result.output and "Traceback" not in result.output
 
 

@@ -51,7 +51,5 @@ def export_model(
         if image_tokenizer is not None:
             from lumina_mgpt.vq import load_image_tokenizer, save_image_tokenizer  # diffusers: slow to import
 
-            save_image_tokenizer(
-                load_image_tokenizer(image_tokenizer), folder / IMAGE_TOKENIZER_FOLDER
-            )
+            save_image_tokenizer(load_image_tokenizer(image_tokenizer), folder / IMAGE_TOKENIZER_FOLDER)
     return folder

@@ -87,9 +87,9 @@ def train_vq(
         Path | None,
         typer.Argument(help="Training config (YAML), e.g. configs/vq/shapes.yaml; default: --preset's."),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Output folder (resumes from its checkpoint.pt if present).")] = Path(
-        "runs/vq"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Output folder (resumes from its checkpoint.pt if present).")
+    ] = Path("runs/vq"),
     images: Annotated[
         Path | None,
         typer.Option(help="Train on this folder of images (random crops/resizes to the buckets)."),

@@ -33,7 +33,9 @@ def load_images(folder: str | Path, min_side: int) -> list[np.ndarray]:
                 picture.load()
                 rgb = to_rgb(picture)
         except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
-            raise LuminaError(f"{path}: cannot read the image ({type(e).__name__}); remove or fix it") from None
+            raise LuminaError(
+                f"{path}: cannot read the image ({type(e).__name__}); remove or fix it"
+            ) from None
         if min(rgb.size) < min_side:
             raise LuminaError(
                 f"{path}: {rgb.width}x{rgb.height} is smaller than one {min_side}x{min_side} grid cell; "

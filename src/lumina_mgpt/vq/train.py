@@ -134,7 +134,9 @@ class RunConfig:
     eval_canvases: list[tuple[int, int]] = field(default_factory=lambda: [(128, 128), (160, 96), (96, 160)])
     eval_seed: int = 1_000_003
     init_from: str | None = None  # start from this tokenizer folder's weights (a fine-tuning stage)
-    minutes: float | None = None  # checkpoint and stop (writing the tokenizer) after the step that ends past it
+    minutes: float | None = (
+        None  # checkpoint and stop (writing the tokenizer) after the step that ends past it
+    )
 
 
 @dataclass
@@ -183,15 +185,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"block_out_channels": [32, 32, 32, 32], "codebook_size": 1024, "mid_attention": False},
         "data": {"canvases": [[64, 64], [96, 64], [64, 96]], "batch_size": 8},
         "optim": {"steps": 900, "lr": 0.002, "warmup": 50, "l2_weight": 1.0},
-        "run": {"bf16": True, "log_every": 25, "eval_every": 0, "checkpoint_every": 250, "eval_scenes": 32,
-                "eval_canvases": [[64, 64]]},
+        "run": {
+            "bf16": True,
+            "log_every": 25,
+            "eval_every": 0,
+            "checkpoint_every": 250,
+            "eval_scenes": 32,
+            "eval_canvases": [[64, 64]],
+        },
     },
     "tiny": {
         "model": {"block_out_channels": [32, 32, 32, 32], "codebook_size": 64, "mid_attention": False},
         "data": {"canvases": [[32, 32]], "batch_size": 2},
         "optim": {"steps": 4, "warmup": 1},
-        "run": {"device": "cpu", "log_every": 1, "eval_every": 0, "checkpoint_every": 2, "eval_scenes": 2,
-                "eval_canvases": [[32, 32]]},
+        "run": {
+            "device": "cpu",
+            "log_every": 1,
+            "eval_every": 0,
+            "checkpoint_every": 2,
+            "eval_scenes": 2,
+            "eval_canvases": [[32, 32]],
+        },
     },
 }
 
@@ -414,7 +428,9 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
     )
     kinds = list(config.data.mix)
     evaluate_run = (
-        (lambda: evaluate(tokenizer, config.run, kinds)) if images is None else (lambda: folder_psnr(tokenizer, images, config.run))
+        (lambda: evaluate(tokenizer, config.run, kinds))
+        if images is None
+        else (lambda: folder_psnr(tokenizer, images, config.run))
     )
     progress = tqdm(
         total=config.optim.steps, initial=start, disable=not show_progress, desc="vq", dynamic_ncols=True
