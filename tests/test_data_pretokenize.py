@@ -241,3 +241,13 @@ def test_ranks_split_shards_and_size_phrase_drop_is_seeded(tmp_path, tools):
     assert 1 <= len(dropped) <= 15 and 1 <= len(other_seed) <= 15 and dropped != other_seed
     split, single = ShardSet([tmp_path / "seed0"]), ShardSet([tmp_path / "single"])
     assert all(np.array_equal(split[i].ids, single[i].ids) for i in range(60))  # two ranks = one rank
+
+
+def test_the_shipped_models_tokenizers_and_area_are_the_defaults(tmp_path):
+    from lumina_mgpt.cli import app
+
+    _image(tmp_path / "a.png", (96, 64), (245, 140, 20))
+    records = _records(tmp_path, [{"image": "a.png", "caption": "an orange square"}])
+    result = CliRunner().invoke(app, ["pretokenize", str(records), "--out", str(tmp_path / "shards")])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("1 shards written (1 samples), 0 already done; 0 records skipped")

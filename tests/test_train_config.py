@@ -205,3 +205,10 @@ def test_relative_paths_are_read_beside_the_config(tmp_path):
     )
     assert config.tokenizer == str(tmp_path / "tok") and config.image_tokenizer == "org/vq-repo"
     assert config.stages[0].data.shards == [str(tmp_path / "shards"), "elsewhere"]
+
+
+def test_init_from_option_replaces_the_model_key(tmp_path):
+    path = _write(tmp_path, {"stages": [STAGE]})
+    with pytest.raises(LuminaError, match="give 'model'"):
+        load_config(path)
+    assert load_config(path, init_from="org/model").init_from == "org/model"

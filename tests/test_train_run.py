@@ -314,12 +314,9 @@ def test_shapes_world_run_learns_and_exports_a_loadable_model(tmp_path):
     assert image.size == (64, 64)
 
 
-def test_init_from_a_checkpoint_and_activation_checkpointing(tmp_path):
-    import typer
-    from typer.testing import CliRunner
-
+def _start_model(folder: Path):
+    """A seeded 2-layer model of the tiny tokenizer's vocabulary, saved in `folder`."""
     from lumina_mgpt.model import ChameleonConfig, ChameleonTransformer, save_transformer
-    from lumina_mgpt.train.cli import train as train_command_function
 
     torch.manual_seed(3)
     start = ChameleonTransformer(
@@ -328,7 +325,17 @@ def test_init_from_a_checkpoint_and_activation_checkpointing(tmp_path):
         )
     )
     start.init_weights()
-    save_transformer(start, tmp_path / "start")
+    save_transformer(start, folder)
+    return start
+
+
+def test_init_from_a_checkpoint_and_activation_checkpointing(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from lumina_mgpt.train.cli import train as train_command_function
+
+    start = _start_model(tmp_path / "start")
     write_synthetic_shards(tmp_path / "shards")
     app = typer.Typer()
     app.command()(train_command_function)
@@ -388,3 +395,31 @@ def test_init_from_a_checkpoint_and_activation_checkpointing(tmp_path):
         ],
     )
     assert "no complete checkpoint under" in str(result.exception)
+
+
+def test_an_export_carries_the_base_models_tokenizers_and_sampling_preset(tmp_path):
+    base = tmp_path / "base"
+    _start_model(base)
+    tiny_text_tokenizer(base)
+    tiny_image_tokenizer(base / "vq")
+    (base / "sampling.json").write_text('{"speculative": "exact"}')
+    write_synthetic_shards(tmp_path / "shards")
+    config = write_config(
+        tmp_path / "c.yaml",
+        stages=[dict(name="s", steps=1, area=64, data=dict(shards=[str(tmp_path / "shards")]))],
+    )
+    import torch.distributed as dist
+
+    from lumina_mgpt.train.config import load_config
+    from lumina_mgpt.train.trainer import train
+
+    try:
+        folder = train(load_config(config, init_from=str(base)), tmp_path / "out")
+    finally:
+        dist.destroy_process_group()
+    assert (folder / "sampling.json").read_text() == '{"speculative": "exact"}'
+    assert (folder / "tokenizer.json").read_bytes() == (base / "tokenizer.json").read_bytes()
+    assert (
+        load_file(folder / "vq" / "model.safetensors").keys()
+        == load_file(base / "vq" / "model.safetensors").keys()
+    )

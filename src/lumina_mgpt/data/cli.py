@@ -13,14 +13,29 @@ def pretokenize(
         Path, typer.Argument(help="JSONL file: {image, caption} or {conversations, images} lines.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder for the shard-*.safetensors files.")],
-    tokenizer: Annotated[str, typer.Option("--tokenizer", help="Folder with tokenizer.json, or the file.")],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Model folder whose text and image tokenizers to use (those that --tokenizer and "
+            "--image-tokenizer do not name); default: the shipped model.",
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option("--tokenizer", help="Folder with tokenizer.json, or the file.")
+    ] = None,
     image_tokenizer: Annotated[
-        str, typer.Option("--image-tokenizer", help="Image tokenizer folder, file or hub id.")
-    ],
+        str | None, typer.Option("--image-tokenizer", help="Image tokenizer folder, file or hub id.")
+    ] = None,
     layout: Annotated[str, typer.Option("--layout", help="Token layout kind: v1, v2 or ours.")] = "ours",
     area: Annotated[
-        int, typer.Option("--area", help="Target area side in px: images go to its buckets.")
-    ] = 512,
+        int | None,
+        typer.Option(
+            "--area",
+            help="Target area side in px: images go to its buckets. Default: the largest up to 512 whose "
+            "buckets all fit the layout.",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the 10% size-less prompts.")] = 0,
     records_per_shard: Annotated[int, typer.Option("--records-per-shard", min=1)] = 1024,
     rank: Annotated[int, typer.Option("--rank", envvar="RANK", min=0, help="This worker's index.")] = 0,
@@ -35,17 +50,24 @@ def pretokenize(
     Re-running skips finished shards; several workers (--rank/--world-size, or torchrun) split the shards.
     """
     # torch and diffusers are imported on use, so that `lumina-mgpt --help` stays quick
+    from lumina_mgpt.data.pretokenize import default_area
     from lumina_mgpt.data.pretokenize import pretokenize as run_pretokenize
+    from lumina_mgpt.pipeline import DEFAULT_MODEL
     from lumina_mgpt.text import TextTokenizer
     from lumina_mgpt.vocab import TokenLayout
     from lumina_mgpt.vq import load_image_tokenizer
 
     check_output_folder(out)
+    tokenizer = tokenizer or str(model or DEFAULT_MODEL)
+    image_tokenizer = image_tokenizer or str(model or DEFAULT_MODEL)
+    token_layout = TokenLayout.from_tokenizer(tokenizer, layout)
+    if area is None:
+        area = default_area(token_layout)
     report = run_pretokenize(
         records,
         out,
         tokenizer=TextTokenizer.from_folder(tokenizer),
-        layout=TokenLayout.from_tokenizer(tokenizer, layout),
+        layout=token_layout,
         image_tokenizer=load_image_tokenizer(image_tokenizer, device=device),
         area=area,
         seed=seed,

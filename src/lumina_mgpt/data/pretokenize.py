@@ -146,6 +146,15 @@ def pretokenize(
     return report
 
 
+def default_area(layout: TokenLayout, largest: int = 512) -> int:
+    """The largest area side up to `largest` px whose every bucket fits the layout's largest image side."""
+    unit, limit = layout.size_unit_px, layout.max_size_units * layout.size_unit_px
+    fitting = [a for a in range(unit, largest + 1, unit) if max(map(max, buckets(a, unit))) <= limit]
+    if not fitting:
+        raise LuminaError(f"layout {layout.name} has no area whose buckets fit its {limit} px image side")
+    return fitting[-1]
+
+
 def _check_area(area: int, layout: TokenLayout) -> None:
     """Refuse an area that has no buckets or only buckets too large for the layout (every record would fail)."""
     buckets(area)  # fit_to_bucket's: a positive multiple of 32 px

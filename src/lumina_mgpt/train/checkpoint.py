@@ -77,11 +77,11 @@ class Checkpointer:
         try:
             saved_keys = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
         except (OSError, EOFError, pickle.UnpicklingError) as error:
-            raise _unloadable(path, error) from None
+            raise unloadable_checkpoint(path, error) from None
         saved_weights = {k.removeprefix("model.") for k in saved_keys if k.startswith("model.")}
         if saved_weights != set(model_state):  # fewer layers would otherwise load silently
             name = min(saved_weights ^ set(model_state))
-            raise _unloadable(
+            raise unloadable_checkpoint(
                 path, f"{'the model has no' if name in saved_weights else 'it lacks'} weight {name}"
             )
         has_rng = any(k.startswith(rng_key + ".") for k in saved_keys)  # absent if the world size grew
@@ -90,7 +90,7 @@ class Checkpointer:
         try:
             dcp.load(state, checkpoint_id=path, planner=_WeightsOnlyLoadPlanner())
         except dcp.CheckpointException as error:  # every rank raises it: DCP gathers the failures
-            raise _unloadable(path, next(iter(error.failures.values()))[0]) from None
+            raise unloadable_checkpoint(path, next(iter(error.failures.values()))[0]) from None
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
         if has_rng:
             _set_rng_states(state[rng_key], self.runtime.device)
@@ -118,12 +118,25 @@ class _WeightsOnlyLoadPlanner(DefaultLoadPlanner):
         super().load_bytes(read_item, value)
 
 
-def _unloadable(path: Path, cause: BaseException | str) -> LuminaError:
+def load_state_file(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A single-file checkpoint (`torch.save` of plain data and tensors), loaded `weights_only`; a refused
+    pickle or a damaged file is one LuminaError."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as error:
+        raise unloadable_checkpoint(path, error) from None
+    if not isinstance(state, dict):
+        raise unloadable_checkpoint(path, f"it holds a {type(state).__name__}, not a mapping")
+    return state
+
+
+def unloadable_checkpoint(path: Path, cause: BaseException | str) -> LuminaError:
+    """The one-line error for a checkpoint that cannot be resumed from, with its first line of `cause`."""
     if isinstance(cause, BaseException):
         cause = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
     return LuminaError(
         f"cannot resume from checkpoint {path} ({cause}): it was written by a different model "
-        "config or is damaged; delete that folder to resume from the previous checkpoint (if any), "
+        f"config or is damaged; delete that {'folder' if path.is_dir() else 'file'} to resume from the previous checkpoint (if any), "
         "or use another --out"
     )
 

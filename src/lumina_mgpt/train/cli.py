@@ -52,7 +52,7 @@ def train(
     from lumina_mgpt.train.trainer import export_latest
     from lumina_mgpt.train.trainer import train as run_training
 
-    settings = load_config(config)
+    settings = load_config(config, init_from)
     out = out or Path("runs") / config.stem
     for path in filter(None, (out, export)):
         check_output_folder(path)

@@ -115,11 +115,12 @@ class TrainConfig:
         raise LuminaError(f"step {step} is past the last stage")
 
 
-def load_config(path: str | os.PathLike) -> TrainConfig:
-    """Read and check a training YAML file; any problem is a LuminaError naming the file and key."""
+def read_yaml(path: str | os.PathLike) -> Any:
+    """Parse a YAML file (the trainers' configs); a missing, unreadable, non-UTF-8 or invalid file is one
+    LuminaError naming it."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LuminaError(f"{path}: file not found") from None
     except OSError as err:
@@ -128,6 +129,16 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
         raise LuminaError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except yaml.YAMLError as err:
         raise LuminaError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+
+
+def load_config(path: str | os.PathLike, init_from: str | None = None) -> TrainConfig:
+    """Read and check a training YAML file; any problem is a LuminaError naming the file and key.
+    `init_from` (the `--init-from` option) replaces the file's `init_from` and `model`."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if init_from is not None:  # --init-from replaces the config's model (its shape comes from the checkpoint)
+        raw = {k: v for k, v in _mapping(raw or {}, str(path)).items() if k != "model"}
+        raw["init_from"] = init_from
     config = config_from_dict(raw, str(path))
     _resolve_paths(config, path.parent)
     return config

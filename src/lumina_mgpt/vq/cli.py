@@ -33,7 +33,10 @@ def reconstruct(
     ] = None,
 ) -> None:
     """Encode an image to VQ codes and decode it back; print the code grid."""
-    from lumina_mgpt.vq.images import fit_to_bucket
+    import numpy as np
+
+    from lumina_mgpt.vq.evaluate import psnr
+    from lumina_mgpt.vq.images import fit_to_bucket, to_rgb
     from lumina_mgpt.vq.loading import SHAPES_TOKENIZER, load_image_tokenizer
 
     _check_output(image, output)
@@ -58,9 +61,12 @@ def reconstruct(
     left, top = (picture.width - width) // 2, (picture.height - height) // 2
     picture = picture.crop((left, top, left + width, top + height))
     codes = tokenizer.encode_image(picture)
-    tokenizer.decode_image(codes).save(output)
+    recon = tokenizer.decode_image(codes)
+    recon.save(output)
+    quality = psnr(np.asarray(to_rgb(picture)), np.asarray(recon))
     print(
-        f"{width}x{height} px -> grid {codes.shape[0]}x{codes.shape[1]} ({codes.numel()} codes) -> {output}"
+        f"{width}x{height} px -> grid {codes.shape[0]}x{codes.shape[1]} ({codes.numel()} codes) -> {output}, "
+        f"PSNR {quality:.2f} dB"
     )
 
 
@@ -77,20 +83,50 @@ def _check_output(image: Path, output: Path) -> None:
 
 
 def train_vq(
-    config: Annotated[Path, typer.Argument(help="Training config (YAML), e.g. configs/vq/shapes.yaml.")],
-    out: Annotated[Path, typer.Option(help="Output folder (resumes from its checkpoint.pt if present).")],
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="Training config (YAML), e.g. configs/vq/shapes.yaml; default: --preset's."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Output folder (resumes from its checkpoint.pt if present).")
+    ] = Path("runs/vq"),
+    images: Annotated[
+        Path | None,
+        typer.Option(help="Train on this folder of images (random crops/resizes to the buckets)."),
+    ] = None,
+    preset: Annotated[
+        str, typer.Option(help="Model and schedule without a CONFIG: 'small' (CPU-sized) or 'tiny' (tests).")
+    ] = "small",
+    minutes: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Checkpoint, write the tokenizer and stop after this many minutes."),
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Override optim.steps.")] = None,
     device: Annotated[str | None, typer.Option(help="Override run.device (auto, cpu, cuda).")] = None,
 ) -> None:
-    """Train a small VQ image tokenizer on the shapes world."""
-    from lumina_mgpt.vq.train import TrainConfig, train
+    """Train a small VQ image tokenizer (f8, spatial-norm decoder) on a folder of images or the shapes world."""
+    from lumina_mgpt.vq.train import PRESETS, TrainConfig, train
 
-    cfg = TrainConfig.from_yaml(config)
+    if config is not None:
+        cfg = TrainConfig.from_yaml(config)
+    elif preset in PRESETS:
+        cfg = TrainConfig.from_dict(PRESETS[preset], f"--preset {preset}")
+    else:
+        raise LuminaError(f"--preset {preset!r} is not one of {sorted(PRESETS)}")
+    if images is not None:
+        cfg.data.images = str(images)
+    if config is None and cfg.data.images is None:
+        raise LuminaError("give --images DIR (a folder of training images) or a CONFIG")
     if steps is not None:
         cfg.optim.steps = steps
     if device is not None:
         cfg.run.device = device
+    if minutes is not None:
+        cfg.run.minutes = minutes
     metrics = train(cfg, out)
-    print(f"tokenizer written to {out / 'tokenizer'}")
-    for canvas, report in metrics.get("eval", {}).items():
-        print(canvas, " ".join(f"{k}={v:.4g}" for k, v in report.items()))
+    print(f"tokenizer written to {out / 'tokenizer'} after {metrics['steps']} steps")
+    for name, report in metrics.get("eval", {}).items():
+        if isinstance(report, dict):
+            print(name, " ".join(f"{k}={v:.4g}" for k, v in report.items()))
+        else:
+            print(f"{name}={report:.2f} dB")

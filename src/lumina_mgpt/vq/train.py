@@ -1,6 +1,7 @@
-"""Train a small MoVQ-class VQ tokenizer on shapes-world images rendered on the fly.
+"""Train a small MoVQ-class VQ tokenizer on shapes-world images rendered on the fly, or on a folder of images.
 
     python -m lumina_mgpt.vq.train configs/vq/shapes.yaml --out DIR [--steps N] [--device cuda]
+    lumina-mgpt train-vq --images DIR --out VQ [--preset small] [--minutes M]
 
 The network is diffusers' `VQModel` with the spatial-norm (MoVQ) decoder (`model.architecture: vqmodel`), or
 our `PatchPaletteVQ` (`patch-palette`: patch-local encoder, decoder trained by per-pixel cross-entropy over
@@ -8,8 +9,11 @@ the world's palette, see `lumina_mgpt.vq.patch`). Codes are the nearest codebook
 vectors; the encoder learns through a straight-through estimator with a commitment loss, and the codebook
 either by EMA of the vectors assigned to it (`ema`) or by gradient (`straight_through`). Codes unused for a
 while are restarted on random encoder outputs (or on the worst-quantised ones). Step `t` renders its batch from the seed `(seed, t)`, so a
-run resumed from its atomic checkpoint (`DIR/checkpoint.pt`) continues exactly as if never stopped.
-Outputs: `DIR/tokenizer/` (our folder format), `DIR/log.jsonl`, `DIR/metrics.json`.
+run resumed from its atomic checkpoint (`DIR/checkpoint.pt`) continues exactly as if never stopped. With
+`data.images` (a folder), step `t`'s batch is random crops of that folder's images resized to one of the
+canvases (`lumina_mgpt.vq.folder`), and the eval is PSNR on centre crops of the first `run.eval_scenes` images.
+Outputs: `DIR/tokenizer/` (our folder format, with `training.json`: the PSNR it reaches on its training data),
+`DIR/log.jsonl`, `DIR/metrics.json`.
 """
 
 import dataclasses
@@ -30,7 +34,10 @@ from tqdm import tqdm
 
 from lumina_mgpt.devices import resolve_device
 from lumina_mgpt.errors import LuminaError
-from lumina_mgpt.vq.evaluate import KINDS, evaluate_canvas
+from lumina_mgpt.train.checkpoint import load_state_file, unloadable_checkpoint
+from lumina_mgpt.train.config import read_yaml
+from lumina_mgpt.vq.evaluate import KINDS, evaluate_canvas, psnr, reconstruct
+from lumina_mgpt.vq.folder import FolderBatches, centre_crop, load_images
 from lumina_mgpt.vq.loading import load_image_tokenizer, save_image_tokenizer
 from lumina_mgpt.vq.patch import ARCHITECTURE as PATCH_PALETTE
 from lumina_mgpt.vq.patch import SHAPES_PALETTE
@@ -100,6 +107,7 @@ class DataConfig:
     mix: dict[str, float] = field(default_factory=lambda: {"scene": 1.0})  # image kind -> probability
     batch_size: int = 32
     workers: int = 0
+    images: str | None = None  # a folder of training images instead of the shapes world
 
 
 @dataclass
@@ -126,6 +134,9 @@ class RunConfig:
     eval_canvases: list[tuple[int, int]] = field(default_factory=lambda: [(128, 128), (160, 96), (96, 160)])
     eval_seed: int = 1_000_003
     init_from: str | None = None  # start from this tokenizer folder's weights (a fine-tuning stage)
+    minutes: float | None = (
+        None  # checkpoint and stop (writing the tokenizer) after the step that ends past it
+    )
 
 
 @dataclass
@@ -165,11 +176,38 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise LuminaError(f"{path}: cannot read the training config ({type(e).__name__})") from None
-        return cls.from_dict(raw, str(path))
+        return cls.from_dict(read_yaml(path), str(path))
+
+
+# Configs for `train-vq --preset` (without a CONFIG): an f8 MoVQ-class VQModel sized for a CPU, and a tiny one.
+PRESETS: dict[str, dict[str, Any]] = {
+    "small": {
+        "model": {"block_out_channels": [32, 32, 32, 32], "codebook_size": 1024, "mid_attention": False},
+        "data": {"canvases": [[64, 64], [96, 64], [64, 96]], "batch_size": 8},
+        "optim": {"steps": 900, "lr": 0.002, "warmup": 50, "l2_weight": 1.0},
+        "run": {
+            "bf16": True,
+            "log_every": 25,
+            "eval_every": 0,
+            "checkpoint_every": 250,
+            "eval_scenes": 32,
+            "eval_canvases": [[64, 64]],
+        },
+    },
+    "tiny": {
+        "model": {"block_out_channels": [32, 32, 32, 32], "codebook_size": 64, "mid_attention": False},
+        "data": {"canvases": [[32, 32]], "batch_size": 2},
+        "optim": {"steps": 4, "warmup": 1},
+        "run": {
+            "device": "cpu",
+            "log_every": 1,
+            "eval_every": 0,
+            "checkpoint_every": 2,
+            "eval_scenes": 2,
+            "eval_canvases": [[32, 32]],
+        },
+    },
+}
 
 
 class SceneBatches(Dataset):
@@ -287,6 +325,9 @@ def learning_rate(step: int, optim: OptimConfig) -> float:
     )
 
 
+TRAINING_FILE = "training.json"  # beside a tokenizer trained on a folder: {"psnr": dB on its training images}
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
@@ -307,6 +348,22 @@ def evaluate(tokenizer: ImageTokenizer, run: RunConfig, kinds: list[str]) -> dic
         for w, h in run.eval_canvases
     }
     tokenizer.train(was_training)
+    return report
+
+
+def folder_psnr(tokenizer: ImageTokenizer, images: list[np.ndarray], run: RunConfig) -> dict[str, float]:
+    """PSNR (dB) of centre crops of the first `run.eval_scenes` images at each eval canvas, and overall."""
+    was_training = tokenizer.training
+    tokenizer.eval()
+    report, errors = {}, []
+    with torch.no_grad():
+        for w, h in run.eval_canvases:
+            originals = np.stack([centre_crop(image, w, h) for image in images[: run.eval_scenes]])
+            recon, _ = reconstruct(tokenizer, originals)
+            report[f"{w}x{h} psnr"] = psnr(originals, recon)
+            errors.append(10 ** (-report[f"{w}x{h} psnr"] / 10))
+    tokenizer.train(was_training)
+    report["psnr"] = float(-10 * np.log10(np.mean(errors)))
     return report
 
 
@@ -333,11 +390,14 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
 
     checkpoint, start = out / "checkpoint.pt", 0
     if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        vq.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        codebook.load_state_dict(state["codebook"])
-        start = int(state["step"])
+        state = load_state_file(checkpoint, device)
+        try:
+            vq.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            codebook.load_state_dict(state["codebook"])
+            start = int(state["step"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            raise unloadable_checkpoint(checkpoint, error) from None
     elif config.run.init_from:
         source = load_image_tokenizer(config.run.init_from)
         try:
@@ -349,8 +409,13 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
         codebook.sums.copy_(codebook.weight)
     (out / "config.yaml").write_text(yaml.safe_dump(_plain(dataclasses.asdict(config)), sort_keys=False))
 
+    images = load_images(config.data.images, tokenizer.factor) if config.data.images else None
+    if images is None:
+        source: Dataset = SceneBatches(config.data, config.run.seed)
+    else:
+        source = FolderBatches(images, config.data.canvases, config.data.batch_size, config.run.seed)
     batches = DataLoader(
-        SceneBatches(config.data, config.run.seed),
+        source,
         batch_size=None,
         sampler=range(start, config.optim.steps),
         num_workers=config.data.workers,
@@ -362,14 +427,19 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
         device.type, dtype=torch.bfloat16, enabled=config.run.bf16 and device.type == "cuda"
     )
     kinds = list(config.data.mix)
+    evaluate_run = (
+        (lambda: evaluate(tokenizer, config.run, kinds))
+        if images is None
+        else (lambda: folder_psnr(tokenizer, images, config.run))
+    )
     progress = tqdm(
         total=config.optim.steps, initial=start, disable=not show_progress, desc="vq", dynamic_ncols=True
     )
     tokenizer.train()
-    started = time.time()
-    for step, images in enumerate(batches, start=start):
+    started, done = time.time(), start
+    for step, batch in enumerate(batches, start=start):
         generator = torch.Generator().manual_seed(config.run.seed * 1_000_003 + step)
-        pixels = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 127.5 - 1
+        pixels = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 127.5 - 1
         pixels = pixels.contiguous(memory_format=memory_format)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config.optim)
@@ -392,6 +462,7 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
             reconstruction = palette_loss(logits, pixels, vq.palette_index(pixels), config.optim)
         else:
             l1 = F.l1_loss(recon.detach(), pixels)
+            batch_psnr = 10 * math.log10(4 / max(F.mse_loss(recon.detach(), pixels).item(), 1e-10))
             reconstruction = pixel_loss(recon, pixels, config.optim)
         loss = reconstruction + config.quantizer.commitment * commitment
         if config.quantizer.kind == "straight_through":
@@ -409,6 +480,7 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
             restarted = codebook.restart_dead(vectors, generator, errors)
         done = step + 1
         progress.update(1)
+        out_of_time = config.run.minutes is not None and time.time() - started > 60 * config.run.minutes
         if done % config.run.log_every == 0 or done == config.optim.steps:
             record = {
                 "step": done,
@@ -420,11 +492,15 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
                 "lr": learning_rate(step, config.optim),
                 "elapsed_s": round(time.time() - started, 1),
             }
-            progress.set_postfix(l1=f"{record['l1']:.4f}", ppl=f"{record['perplexity']:.0f}")
+            if not painted:
+                record["psnr"] = round(batch_psnr, 2)
+            progress.set_postfix(
+                l1=f"{record['l1']:.4f}", ppl=f"{record['perplexity']:.0f}", psnr=record.get("psnr", "-")
+            )
             _log(out, record)
         if config.run.eval_every and done % config.run.eval_every == 0 and done < config.optim.steps:
-            _log(out, {"step": done, "eval": evaluate(tokenizer, config.run, kinds)})
-        if done % config.run.checkpoint_every == 0 or done == config.optim.steps:
+            _log(out, {"step": done, "eval": evaluate_run()})
+        if done % config.run.checkpoint_every == 0 or done == config.optim.steps or out_of_time:
             state = {
                 "step": done,
                 "model": vq.state_dict(),
@@ -432,17 +508,21 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
                 "codebook": codebook.state_dict(),
             }
             _atomic_save(state, checkpoint)
+        if out_of_time:
+            break
     progress.close()
 
     tokenizer.eval()
     metrics = {
-        "steps": config.optim.steps,
+        "steps": done,
         "train_seconds": round(time.time() - started, 1),
         "parameters": sum(p.numel() for p in vq.parameters()),
     }
     if config.run.eval_scenes:
-        metrics["eval"] = evaluate(tokenizer, config.run, kinds)
-    save_image_tokenizer(tokenizer.float().cpu(), out / "tokenizer")
+        metrics["eval"] = evaluate_run()
+    folder = save_image_tokenizer(tokenizer.float().cpu(), out / "tokenizer")
+    if images is not None and config.run.eval_scenes:
+        (folder / TRAINING_FILE).write_text(json.dumps({"psnr": metrics["eval"]["psnr"]}) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
