@@ -60,7 +60,7 @@ def test_config_errors_name_the_field(tmp_path):
         TrainConfig.from_dict({"trainer": {}})
     with pytest.raises(LuminaError, match=r"unknown image kind\(s\) \['photo'\]"):
         TrainConfig.from_dict({"data": {"mix": {"photo": 1.0}}})
-    with pytest.raises(LuminaError, match="missing.yaml: file not found"):
+    with pytest.raises(LuminaError, match=r"missing\.yaml: file not found"):
         TrainConfig.from_yaml(tmp_path / "missing.yaml")
 
 
