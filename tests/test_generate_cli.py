@@ -68,8 +68,10 @@ def test_an_impossible_size_is_refused_before_the_weights_are_read(model, tmp_pa
         "error: cannot generate 100x90: sides must be positive multiples of 32 px; "
         "valid sizes nearby: 96x96, 96x64, 128x96, 64x96"
     )
-    result = runner.invoke(app, ["generate", "x", "--size", "big", "--model", model])
-    assert result.exit_code == 2 and "is not WxH" in result.stderr
+    for size in ["big", "١٢٨x١٢٨", "128x128\n", " 128x128", "128 x 128"]:
+        result = runner.invoke(app, ["generate", "x", "--size", size, "--model", model])
+        assert result.exit_code == 2, size
+        assert f"error: size {size!r} is not 'WxH' in pixels with ASCII digits" in result.stderr
 
 
 @pytest.mark.parametrize(

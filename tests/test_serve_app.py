@@ -190,6 +190,8 @@ BAD_REQUESTS = [  # path, body, status, param, words of the message
     (GENERATIONS, PROMPT | {"size": "512x512"}, 400, "size", "limited to 256 px"),
     (GENERATIONS, PROMPT | {"size": "2048x2048"}, 400, "size", "over this server's limit"),
     (GENERATIONS, PROMPT | {"size": "big"}, 400, "size", "is not 'WxH'"),
+    (GENERATIONS, PROMPT | {"size": "١٢٨x١٢٨"}, 400, "size", "with ASCII digits"),
+    (GENERATIONS, PROMPT | {"size": "128x128\n"}, 400, "size", "with ASCII digits"),
     (GENERATIONS, {"prompt": "x" * 2001}, 400, "prompt", "at most 2000"),
     (GENERATIONS, {"prompt": ""}, 400, "prompt", "at least 1 character"),
     (GENERATIONS, {"prompt": "a <|image|>"}, 400, "prompt", "cannot hold <|image|>"),

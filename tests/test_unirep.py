@@ -18,6 +18,7 @@ from lumina_mgpt.unirep import (
     image_block_prefix,
     latent_grid,
     nearest_bucket,
+    parse_size,
     parse_t2i_prompt,
     t2i_prompt,
 )
@@ -246,3 +247,23 @@ def test_t2i_prompt_and_parser():
     sizeless = "Generate an image according to the following prompt:\na blue star"
     assert parse_t2i_prompt(sizeless) == T2IPrompt("a blue star", None, None)
     assert parse_t2i_prompt("Describe the image. <|image|>") is None
+
+
+def test_parse_size_takes_ascii_wxh_only():
+    assert parse_size("768x512") == (768, 512)
+    assert parse_size("96X160") == (96, 160)
+    for text in [
+        "big",
+        "128x",
+        "x128",
+        "128x128\n",
+        " 128x128",
+        "128 x 128",
+        "+128x128",
+        "128x128x1",
+        "١٢٨x١٢٨",
+        "１２８x128",
+        "123456x1",
+    ]:
+        with pytest.raises(LuminaError, match=r"^canvas .* is not 'WxH' in pixels with ASCII digits"):
+            parse_size(text, "canvas")

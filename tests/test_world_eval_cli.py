@@ -98,4 +98,4 @@ def test_a_file_as_output_folder_or_nothing_to_evaluate_is_refused_in_one_line(t
 def test_eval_rejects_a_bad_canvas_in_one_line(tmp_path):
     result = runner.invoke(app, ["eval", "--model", str(tmp_path), "--canvas", "96by96"])
     assert result.exit_code == 2
-    assert "error: canvas '96by96' is not WIDTHxHEIGHT" in result.output
+    assert "error: canvas '96by96' is not 'WxH' in pixels" in result.output

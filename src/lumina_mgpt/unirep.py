@@ -195,6 +195,17 @@ def nearest_bucket(width: int, height: int, sizes: list[tuple[int, int]]) -> tup
     return max(sizes, key=score)
 
 
+_SIZE_TEXT = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
+
+
+def parse_size(text: str, what: str = "size") -> tuple[int, int]:
+    """`(width, height)` of "WxH" in pixels, e.g. "768x512": ASCII digits, nothing before, between or after."""
+    match = _SIZE_TEXT.fullmatch(text.lower())
+    if match is None:
+        raise LuminaError(f"{what} {text!r} is not 'WxH' in pixels with ASCII digits (e.g. 768x512)")
+    return int(match[1]), int(match[2])
+
+
 def t2i_prompt(description: str, width: int, height: int) -> str:
     """The resolution-aware text-to-image prompt of the paper."""
     return _T2I_TEMPLATE.format(W=width, H=height, description=description)

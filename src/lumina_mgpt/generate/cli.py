@@ -65,8 +65,9 @@ def generate(
     """Draw images from a text prompt."""
     from lumina_mgpt.generate.speculative import speculative_settings  # torch: imported on use (quick --help)
     from lumina_mgpt.model.quantize import QUANT_MODES
+    from lumina_mgpt.unirep import parse_size
 
-    width, height = _parse_size(size) if size else (None, None)
+    width, height = parse_size(size) if size else (None, None)
     if width is not None:
         _precheck_size(width, height, model, text_tokenizer)
     speculative_settings(speculative, window)  # refuse bad values before loading the model
@@ -155,7 +156,9 @@ def chat(
     images = [_read_image(path) for path in image or []]
     if spec.images > 0 and len(images) != spec.images:
         raise LuminaError(f"task {task!r} takes {spec.images} --image, got {len(images)}")
-    width, height = _parse_size(size) if size else (None, None)
+    from lumina_mgpt.unirep import parse_size  # torch: imported on use (quick --help)
+
+    width, height = parse_size(size) if size else (None, None)
     if width is not None:
         _precheck_size(width, height, model, text_tokenizer)
     pipe = _load(model, text_tokenizer, image_tokenizer, device, False, tensor_parallel=tensor_parallel)
@@ -199,14 +202,6 @@ def chat(
     if files:
         typer.echo(f"wrote {len(files)} image(s) to {out}", err=True)
         _note_older_images(out, files)
-
-
-def _parse_size(size: str) -> tuple[int, int]:
-    try:
-        width, height = (int(side) for side in size.lower().split("x"))
-    except ValueError:
-        raise LuminaError(f"size {size!r} is not WxH in pixels (e.g. 768x512)") from None
-    return width, height
 
 
 def _precheck_size(width: int, height: int, model: str | None, text_tokenizer: str | None) -> None:

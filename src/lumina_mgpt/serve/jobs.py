@@ -7,7 +7,6 @@ talks back through `emit` (thread-safe); the request's coroutine reads `events()
 
 import asyncio
 import contextlib
-import re
 import secrets
 import threading
 import time
@@ -22,9 +21,7 @@ from lumina_mgpt.serve.limits import Limits
 from lumina_mgpt.serve.media import image_from_data_url
 from lumina_mgpt.serve.schemas import MAX_SEED, ChatCompletionRequest, ImageGenerationRequest, TextPart
 from lumina_mgpt.text import IMAGE_PLACEHOLDER, serialize
-from lumina_mgpt.unirep import t2i_prompt
-
-_SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
+from lumina_mgpt.unirep import parse_size, t2i_prompt
 
 
 class APIError(Exception):
@@ -197,7 +194,7 @@ def image_job(
     _check_text(body.prompt, limits, "prompt")
     if IMAGE_PLACEHOLDER in body.prompt:
         raise APIError(400, f"a text-to-image prompt cannot hold {IMAGE_PLACEHOLDER}", "prompt")
-    width, height = parse_size(body.size, pipe.preset.canvas, limits)
+    width, height = request_size(body.size, pipe.preset.canvas, limits)
     message = {"role": "user", "content": t2i_prompt(body.prompt, width, height)}
     prompt_tokens = len(serialize([message], pipe.text_tokenizer, pipe.layout)[0]) + 1  # + the image start
     try:
@@ -225,7 +222,7 @@ async def chat_job(
     _check_model(body.model, model_id)
     width = height = None
     if body.size is not None and body.size != "auto":
-        width, height = parse_size(body.size, pipe.preset.canvas, limits)
+        width, height = request_size(body.size, pipe.preset.canvas, limits)
         try:
             pipe.check_size(width, height)
         except LuminaError as error:
@@ -290,14 +287,14 @@ def chat_messages(body: ChatCompletionRequest, limits: Limits) -> list[dict]:
     return messages
 
 
-def parse_size(size: str | None, default: tuple[int, int], limits: Limits) -> tuple[int, int]:
+def request_size(size: str | None, default: tuple[int, int], limits: Limits) -> tuple[int, int]:
     """`(width, height)` of "WxH" ("auto" or None: `default`), within the server's pixel limit."""
     if size is None or size == "auto":
         return default
-    match = _SIZE.fullmatch(size.strip().lower())
-    if match is None:
-        raise APIError(400, f"size {size!r} is not 'WxH' in pixels (e.g. 512x512) or 'auto'", "size")
-    width, height = int(match[1]), int(match[2])
+    try:
+        width, height = parse_size(size)
+    except LuminaError as error:
+        raise APIError(400, f"{error}, or 'auto'", "size") from None
     if width * height > limits.max_pixels:
         raise APIError(
             400, f"size {width}x{height} is over this server's limit of {limits.max_pixels} pixels", "size"

@@ -74,13 +74,6 @@ def pipeline_chat_fn(pipe, batch_size: int = 32):
     return chat
 
 
-def _canvas(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)x(\d+)", text.strip())
-    if not match:
-        raise LuminaError(f"canvas {text!r} is not WIDTHxHEIGHT (e.g. 160x96)")
-    return int(match[1]), int(match[2])
-
-
 def evaluate(
     model: Annotated[
         str | None, typer.Option(help="Model folder or hub id; default: the shipped shapes model.")
@@ -107,12 +100,15 @@ def evaluate(
 ) -> None:
     """Run the shapes-world benchmark and print a GenEval-style table."""
     from lumina_mgpt.pipeline import LuminaMGPTPipeline
+    from lumina_mgpt.unirep import parse_size
     from lumina_mgpt.world import DEFAULT_CANVASES, OMNI_KINDS, format_table, run_benchmark
 
     chosen = list(OMNI_KINDS) if tasks in (None, "all") else [] if tasks == "none" else tasks.split(",")
     if not t2i and not chosen:
         raise LuminaError("nothing to evaluate: --no-t2i with --tasks none")
-    canvases = list(dict.fromkeys(_canvas(c) for c in canvas)) if canvas else list(DEFAULT_CANVASES)
+    canvases = (
+        list(dict.fromkeys(parse_size(c, "canvas") for c in canvas)) if canvas else list(DEFAULT_CANVASES)
+    )
     check_output_folder(out)
     pipe = LuminaMGPTPipeline.from_pretrained(model, device=device)
     summary = run_benchmark(
