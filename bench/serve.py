@@ -15,7 +15,7 @@ import time
 import httpx
 import numpy as np
 
-from lumina_mgpt.pipeline import DEFAULT_MODEL
+from lumina_mgpt.hub import DEFAULT_MODEL
 from lumina_mgpt.serve.launch import server_process
 
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from test_generate_helpers import favour_token, one_thread, ours_folder
 
-import lumina_mgpt.pipeline as pipeline_module
+import lumina_mgpt.hub as hub
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.tasks import task_message
 from lumina_mgpt.pipeline import LuminaMGPTPipeline, check_size
@@ -140,7 +140,7 @@ def test_previews_show_finished_rows(pipe):
 
 
 def test_loading_errors_are_one_line(tmp_path, folder, monkeypatch):
-    monkeypatch.setattr(pipeline_module, "DEFAULT_MODEL", tmp_path / "nothing")
+    monkeypatch.setattr(hub, "DEFAULT_MODEL", tmp_path / "nothing")
     with pytest.raises(LuminaError, match="default model is not installed"):
         LuminaMGPTPipeline.from_pretrained()
     with pytest.raises(LuminaError, match="no such folder"):

@@ -8,6 +8,7 @@ import typer
 from lumina_mgpt.data.cli import pretokenize
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.cli import chat, generate
+from lumina_mgpt.hub_cli import download
 from lumina_mgpt.serve.cli import serve
 from lumina_mgpt.train.cli import train
 from lumina_mgpt.vq.cli import reconstruct, train_vq
@@ -45,5 +46,6 @@ for name, command in [
     ("train-vq", train_vq),
     ("train-tokenizer", train_tokenizer),
     ("serve", serve),
+    ("download", download),
 ]:
     app.command(name)(_one_line_errors(command))

@@ -8,8 +8,8 @@
     best = pipe("a red star", best_of=4)                        # 4 candidates, the self-verifier's pick
 
 A folder holds the transformer as published (HF Chameleon: `config.json`, safetensors) with `tokenizer.json`
-at its root and the image tokenizer in `vq/`; v1 and v2 release folders carry neither, so pass their locations
-(`text_tokenizer=`, `image_tokenizer=`: a path or a hub repo id).
+at its root and the image tokenizer in `vq/`. A released repo id (`Alpha-VLLM/Lumina-mGPT-2.0`, ...) finds its
+tokenizers where that release takes them (`hub.RELEASES`); `text_tokenizer=` / `image_tokenizer=` override.
 """
 
 import math
@@ -17,7 +17,6 @@ import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,8 @@ from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings, Step
 from lumina_mgpt.generate.presets import Preset, preset_for
 from lumina_mgpt.generate.sampling import SamplingSettings, row_seeds
 from lumina_mgpt.generate.speculative import SpeculativeSettings, speculative_settings
-from lumina_mgpt.model import ChameleonTransformer, load_transformer, resolve_folder
+from lumina_mgpt.hub import resolve_model
+from lumina_mgpt.model import ChameleonTransformer, load_transformer
 from lumina_mgpt.model.parallel import apply_tensor_parallel, tensor_parallel_mesh
 from lumina_mgpt.model.quantize import quantize_weights
 from lumina_mgpt.text import IMAGE_PLACEHOLDER, TextTokenizer, serialize, split_response
@@ -44,10 +44,9 @@ from lumina_mgpt.unirep import (
     image_block_prefix,
     t2i_prompt,
 )
-from lumina_mgpt.vocab import TokenLayout, find_tokenizer_file, ours_image_token_name, v1_image_token_name
+from lumina_mgpt.vocab import TokenLayout, ours_image_token_name, v1_image_token_name
 from lumina_mgpt.vq import ImageTokenizer, fit_to_bucket, load_image_tokenizer, to_rgb
 
-DEFAULT_MODEL = Path(__file__).parent / "models" / "shapes"
 ImageInput = Image.Image | np.ndarray
 Seed = int | torch.Generator | list[int] | list[torch.Generator] | None
 Speculative = bool | str | SpeculativeSettings | None  # None/False/"off", True/"exact", "reference"
@@ -122,8 +121,10 @@ class LuminaMGPTPipeline:
     ) -> "LuminaMGPTPipeline":
         """Load a model folder or hub repo id (default: the shipped shapes-world model).
 
-        The text tokenizer defaults to the folder's `tokenizer.json` / `text_tokenizer.json`, the image tokenizer
-        to its `vq/` subfolder; the family (v1, v2, ours) is read from the tokenizer's image-token names.
+        The tokenizers of a released repo id come from where that release takes them (`lumina_mgpt.hub`);
+        otherwise the text tokenizer defaults to the folder's `tokenizer.json` / `text_tokenizer.json`, the
+        image tokenizer to its `vq/` subfolder; the family (v1, v2, ours) is read from the tokenizer's image-token
+        names.
         `compile`: compile the decode step with `torch.compile` (worth it on GPUs; the first call is slow).
         `quantize`: "int8" or "int4" weight-only decoder linears (torchao; int4 needs CUDA and bfloat16).
         `tensor_parallel`: N > 1 splits the transformer over the N processes of this torchrun job (DTensor).
@@ -132,19 +133,13 @@ class LuminaMGPTPipeline:
         mesh = None if tensor_parallel == 1 else tensor_parallel_mesh(tensor_parallel, device)
         if mesh is not None and quantize is not None:
             raise LuminaError("quantize and tensor_parallel cannot be combined yet; use one of them")
-        folder = model_folder(path_or_repo_id)
-        text_file = tokenizer_file(folder, text_tokenizer)
+        given = isinstance(image_tokenizer, ImageTokenizer)
+        files = resolve_model(path_or_repo_id, text_tokenizer, None if given else image_tokenizer, not given)
+        folder, text_file = files.folder, files.text_tokenizer
         tokenizer = TextTokenizer.from_file(text_file)
         kind = detect_kind(tokenizer)
-        if image_tokenizer is None:
-            if not (folder / "vq").is_dir():
-                raise LuminaError(
-                    f"{folder} has no vq/ folder; pass image_tokenizer= (a folder, checkpoint file "
-                    "or hub repo id)"
-                )
-            image_tokenizer = folder / "vq"
-        if not isinstance(image_tokenizer, ImageTokenizer):
-            image_tokenizer = load_image_tokenizer(image_tokenizer, device=device)
+        if not given:
+            image_tokenizer = load_image_tokenizer(files.image_tokenizer, device=device)
         transformer = load_transformer(folder, dtype=dtype, device=device)
         if quantize is not None:
             quantize_weights(transformer, quantize)
@@ -571,31 +566,6 @@ def detect_kind(tokenizer: TextTokenizer) -> str:
     raise LuminaError(
         "the text tokenizer has no image tokens (<img0>, IMGIMG… or <MOVQGAN…>): not a Lumina-mGPT tokenizer"
     )
-
-
-def model_folder(path_or_repo_id: str | os.PathLike | None) -> Path:
-    """The local folder of a model path or hub repo id; None means the shipped default model."""
-    if path_or_repo_id is None:
-        if not (DEFAULT_MODEL / "config.json").is_file():
-            raise LuminaError(
-                f"the default model is not installed at {DEFAULT_MODEL}; pass a model folder or hub repo id"
-            )
-        return DEFAULT_MODEL
-    return resolve_folder(path_or_repo_id)
-
-
-def tokenizer_file(folder: Path, text_tokenizer: str | os.PathLike | None) -> Path:
-    """The text tokenizer file: `text_tokenizer` (file, folder or hub repo id) if given, else the model
-    folder's."""
-    if text_tokenizer is None:
-        try:
-            return find_tokenizer_file(folder)
-        except LuminaError:
-            raise LuminaError(
-                f"{folder} holds no tokenizer.json; pass text_tokenizer= (a file, folder or hub repo id)"
-            ) from None
-    path = Path(text_tokenizer)
-    return find_tokenizer_file(path if path.exists() else resolve_folder(text_tokenizer))
 
 
 def _override(

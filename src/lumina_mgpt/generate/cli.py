@@ -206,13 +206,14 @@ def chat(
 
 def _precheck_size(width: int, height: int, model: str | None, text_tokenizer: str | None) -> None:
     """Refuse an impossible size from the model's config and tokenizer alone, before loading weights."""
+    from lumina_mgpt.hub import resolve_model
     from lumina_mgpt.model import ChameleonConfig
-    from lumina_mgpt.pipeline import check_size, detect_kind, model_folder, tokenizer_file
+    from lumina_mgpt.pipeline import check_size, detect_kind
     from lumina_mgpt.text import TextTokenizer
     from lumina_mgpt.vocab import TokenLayout
 
-    folder = model_folder(model)
-    file = tokenizer_file(folder, text_tokenizer)
+    files = resolve_model(model, text_tokenizer, want_image_tokenizer=False)
+    folder, file = files.folder, files.text_tokenizer
     layout = TokenLayout.from_tokenizer(file, detect_kind(TextTokenizer.from_file(file)))
     config = ChameleonConfig.from_json_file(folder / "config.json")
     check_size(width, height, layout, config.max_position_embeddings)
