@@ -64,7 +64,14 @@ V2_IMAGE_TOKENIZER = Source("ai-forever/MoVQGAN", ("movqgan_270M.ckpt",), requir
 
 def _v1(name: str, resolution: int) -> Release:
     repo = f"Alpha-VLLM/Lumina-mGPT-{name}"
-    return Release(repo, "v1", resolution, Source(repo, MODEL_PATTERNS, required=("config.json",)), V1_TEXT_TOKENIZER, V1_IMAGE_TOKENIZER)
+    return Release(
+        repo,
+        "v1",
+        resolution,
+        Source(repo, MODEL_PATTERNS, required=("config.json",)),
+        V1_TEXT_TOKENIZER,
+        V1_IMAGE_TOKENIZER,
+    )
 
 
 def _v2(name: str) -> Release:
@@ -168,9 +175,15 @@ def fetch(source: Source, cache_dir: str | os.PathLike | None = None) -> Path:
     """The local folder (snapshot / subfolder) holding a source's files, fetched or found in the hub cache,
     each file checked."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import IncompleteSnapshotError
 
     with hub_errors(source.repo_id):
-        root = Path(snapshot_download(source.repo_id, allow_patterns=list(source.patterns), cache_dir=cache_dir))
+        try:
+            root = Path(
+                snapshot_download(source.repo_id, allow_patterns=list(source.patterns), cache_dir=cache_dir)
+            )
+        except IncompleteSnapshotError as error:  # offline with files lost: the check names the first needed
+            root = Path(error.snapshot_path)
     check_files(root, source)
     return root / source.subfolder
 
@@ -200,6 +213,8 @@ class hub_errors:
             return False
         from huggingface_hub import errors
 
+        while isinstance(error, errors.DryRunError) and error.__cause__ is not None:
+            error = error.__cause__  # a dry run wraps the hub's own error
         repo, login = self.repo_id, "log in with `hf auth login` or set HF_TOKEN"
         if isinstance(error, errors.GatedRepoError):
             message = f"{repo} is gated: accept its licence at https://huggingface.co/{repo}, then {login}"

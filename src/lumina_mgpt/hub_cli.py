@@ -8,7 +8,9 @@ from lumina_mgpt.hub import download as fetch_all
 
 
 def download(
-    model: str = typer.Argument(..., help="a hub repo id: a release (e.g. Alpha-VLLM/Lumina-mGPT-2.0) or ours"),
+    model: str = typer.Argument(
+        ..., help="a hub repo id: a release (e.g. Alpha-VLLM/Lumina-mGPT-2.0) or ours"
+    ),
     dir: Path | None = typer.Option(None, "--dir", help="the hub cache to fill (default: HF_HUB_CACHE)"),
 ) -> None:
     """Fetch every file MODEL needs (model, text and image tokenizer) into the Hugging Face cache, checked."""

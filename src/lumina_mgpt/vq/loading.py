@@ -42,8 +42,8 @@ def load_image_tokenizer(
 ) -> ImageTokenizer:
     """Load any supported image tokenizer (see the module docstring) in eval mode.
 
-    `release_config` is the architecture of a MoVQGAN checkpoint file; by default the preset named in the file
-    name (`67M`, `102M`, `270M`), else 270M. Chameleon folders carry theirs in `vqgan.yaml`.
+    `release_config` is the architecture of a MoVQGAN checkpoint file; by default it is read from the file's
+    tensor names and shapes. Chameleon folders carry theirs in `vqgan.yaml`.
     """
     path = Path(path_or_repo_id)
     if not path.exists():
@@ -120,10 +120,38 @@ def _load_into(tokenizer: ImageTokenizer, state: dict[str, torch.Tensor]) -> Ima
 
 
 def _load_movqgan(path: Path, config: TamingConfig | None) -> ImageTokenizer:
-    size = re.search(r"(67M|102M|270M)", path.name)
-    preset = size[1] if size else "270M"
-    name = f"movqgan-{preset}" if config is None else path.stem
-    return tokenizer_from_release(config or MOVQGAN[preset], read_checkpoint(path), str(path), "round", name)
+    state = read_checkpoint(path)
+    config = config or movqgan_config(state, str(path))
+    preset = next((name for name, preset in MOVQGAN.items() if preset == config), None)
+    name = f"movqgan-{preset}" if preset else path.stem
+    return tokenizer_from_release(config, state, str(path), "round", name)
+
+
+def movqgan_config(state: dict[str, torch.Tensor], source: str) -> TamingConfig:
+    """The MoVQGAN architecture a release state dict holds, read from its tensor names and shapes (attention
+    placed by level at the nominal resolution 256, as the releases' configs do)."""
+    try:
+        ch = state["encoder.conv_in.weight"].shape[0]
+        levels = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.down."))
+        blocks = 1 + max(int(k.split(".")[4]) for k in state if k.startswith("encoder.down.0.block."))
+        n_embed, embed_dim = state["quantize.embedding.weight"].shape
+        return TamingConfig(
+            ch=ch,
+            ch_mult=tuple(
+                state[f"encoder.down.{i}.block.0.conv2.weight"].shape[0] // ch for i in range(levels)
+            ),
+            num_res_blocks=blocks,
+            attn_resolutions=tuple(
+                256 >> i for i in range(levels) if any(k.startswith(f"encoder.down.{i}.attn.") for k in state)
+            ),
+            resolution=256,
+            z_channels=state["encoder.conv_out.weight"].shape[0],
+            embed_dim=embed_dim,
+            n_embed=n_embed,
+            spatial_norm=True,
+        )
+    except (KeyError, ValueError, IndexError) as e:
+        raise LuminaError(f"{source}: not a MoVQGAN state dict (no {e})") from None
 
 
 def _load_chameleon(folder: Path) -> ImageTokenizer:
