@@ -172,6 +172,7 @@ class LuminaMGPTPipeline:
         window: int | None = None,
         best_of: int = 1,
         verifier: Verifier | None = None,
+        cfg_schedule: str = "constant",
     ) -> GenerationOutput:
         """Generate `num_images_per_prompt` images of `width x height` for each description.
 
@@ -184,6 +185,8 @@ class LuminaMGPTPipeline:
         (plain, except where the model's sampling.json says otherwise). `window` tokens per forward (default 16).
         `best_of` > 1 draws that many candidates per image and keeps the one `verifier` (default: the model's
         own `SelfVerifier`) scores highest; candidate c of image k uses seed `seed + k * best_of + c`.
+        `cfg_schedule="reference"`: v2's plain-path guidance (the scale floored at 4, larger ones decaying step
+        by step; `generate/guidance.py`), to reproduce its images; "constant" (default) keeps `cfg_scale`.
         """
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, Sequence) or not prompts or not all(isinstance(p, str) for p in prompts):
@@ -210,6 +213,7 @@ class LuminaMGPTPipeline:
                     progress=progress,
                     speculative=speculative,
                     window=window,
+                    cfg_schedule=cfg_schedule,
                 ),
                 prompts,
                 num_images_per_prompt,
@@ -231,6 +235,7 @@ class LuminaMGPTPipeline:
             text=self.preset.text,
             image=_override(self.preset.t2i_image, temperature, top_k, top_p),
             cfg_scale=self.preset.t2i_cfg if cfg_scale is None else cfg_scale,
+            cfg_schedule=cfg_schedule,
             force_size=force_size,
             max_new_tokens=budget,
             stop_at_image_end=True,
@@ -579,6 +584,7 @@ def _describe(settings: DecodeSettings) -> dict[str, object]:
     """The settings of a call as plain data (for logs and the CLI's JSON)."""
     return {
         "cfg_scale": settings.cfg_scale,
+        "cfg_schedule": settings.cfg_schedule,
         "force_size": settings.force_size,
         "max_new_tokens": settings.max_new_tokens,
         "image": asdict(settings.image),

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from lumina_mgpt.errors import LuminaError
-from lumina_mgpt.generate.constraints import BlockState, Kind, Mode, UniRepGrammar, open_block_start
+from lumina_mgpt.generate.constraints import BlockState, Kind, Mode, UniRepGrammar
+from lumina_mgpt.generate.guidance import check_cfg_schedule, reference_cfg_scale, uncond_context
 from lumina_mgpt.generate.sampling import RowRandom, SamplingSettings, sample_tokens
 from lumina_mgpt.generate.speculative import JacobiDecoder, SpeculativeSettings
 from lumina_mgpt.model import ChameleonTransformer, KVCache
@@ -33,6 +34,7 @@ class DecodeSettings:
     text: SamplingSettings = field(default_factory=SamplingSettings)
     image: SamplingSettings = field(default_factory=SamplingSettings)
     cfg_scale: float = 1.0
+    cfg_schedule: str = "constant"  # or "reference": v2's plain-path floor and decay (guidance.py)
     force_size: bool = True  # size tokens come from the requested (W, H); False samples them
     max_new_tokens: int = 1024
     stop_at_image_end: bool = False  # a row is done after its first image (text-to-image)
@@ -41,6 +43,11 @@ class DecodeSettings:
     def __post_init__(self) -> None:
         if not 0 <= self.cfg_scale <= MAX_CFG_SCALE:  # also refuses NaN
             raise LuminaError(f"cfg_scale must be in 0..{MAX_CFG_SCALE}, got {self.cfg_scale}")
+        check_cfg_schedule(self.cfg_schedule)
+        if self.cfg_schedule == "reference" and self.speculative is not None:
+            raise LuminaError(
+                "cfg_schedule='reference' is v2's plain path; its speculative path keeps the scale constant"
+            )
         if self.max_new_tokens < 1:
             raise LuminaError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
@@ -210,7 +217,8 @@ class DecodeEngine:
         if not all(1 <= b <= settings.max_new_tokens for b in budgets):
             raise LuminaError(f"every row's budget must lie in 1..max_new_tokens ({settings.max_new_tokens})")
         state = self.grammar.start(prompts, sizes if settings.force_size else [None] * batch)
-        rows = prompts + ([self._uncond_context(p) for p in prompts] if cfg else [])
+        separator = settings.speculative is not None and settings.speculative.mode == "reference"
+        rows = prompts + ([uncond_context(p, self.layout, separator) for p in prompts] if cfg else [])
         capacity = max(len(p) for p in prompts) + settings.max_new_tokens + extra_slots
         cache = KVCache(
             self.model.config,
@@ -222,25 +230,19 @@ class DecodeEngine:
         )
         logits = self._prefill(rows, cache)
         choose = _TokenChooser(self, state, settings, logits.shape, budgets)
-        return _Run(state, cache, choose, cfg, logits)
+        return _Run(state, cache, choose, cfg, logits, int(separator))
 
     def _next_logits(self, run: "_Run", token: torch.Tensor, any_opened: bool) -> torch.Tensor:
         """Feed every row's newest token; its last-token logits `[rows, V]`."""
         if run.cfg:
-            if any_opened:  # the unconditional row restarts from this image start token, at position 0
-                choose, cache = run.choose, run.cache
+            if any_opened:  # the unconditional row restarts from this image start token (after what it keeps)
+                choose, cache, kept = run.choose, run.cache, run.uncond_kept
                 restart = torch.cat([torch.zeros_like(choose.opened), choose.opened])
                 cache.set_lengths(
-                    cache.lengths.masked_fill(restart, 0), cache.positions.masked_fill(restart, 0)
+                    cache.lengths.masked_fill(restart, kept), cache.positions.masked_fill(restart, kept)
                 )
             token = torch.cat([token, token])
         return self._decode(token.unsqueeze(-1), run.cache)[:, -1]
-
-    def _uncond_context(self, prompt: list[int]) -> list[int]:
-        """The unconditional row's prompt: the open image block at the prompt's end (start token onward),
-        or just the last token (a placeholder, replaced when an image starts)."""
-        start = open_block_start(prompt, self.layout)
-        return prompt[-1:] if start is None else prompt[start:]
 
     def _prefill(self, rows: list[list[int]], cache: KVCache) -> torch.Tensor:
         """One right-padded forward over all rows; returns each row's last-token logits `[rows, V]`."""
@@ -262,6 +264,7 @@ class _Run:
     choose: "_TokenChooser"
     cfg: bool
     logits: torch.Tensor  # the prefill's last-token logits [rows, V]
+    uncond_kept: int  # tokens an unconditional row keeps when an image starts (1: the turn separator)
 
 
 def _result(
@@ -321,6 +324,7 @@ class _TokenChooser:
         self.budget = torch.tensor(budgets, dtype=torch.long, device=device)  # each row's most new tokens
         self.opened = torch.zeros(batch, dtype=torch.bool, device=device)  # an image started in this step
         self.flags = torch.zeros(2, dtype=torch.bool, device=device)  # all rows done, any image opened
+        self.cfg_scale = torch.full((batch, 1), settings.cfg_scale, device=device)  # each row's, per schedule
         self.graph: torch.cuda.CUDAGraph | None = None
         self.steps = 0
 
@@ -354,7 +358,12 @@ class _TokenChooser:
         cond = self.logits[:batch]
         if settings.cfg_scale != 1.0:  # guidance on image codes only
             uncond = self.logits[batch:]
-            guided = uncond + settings.cfg_scale * (cond - uncond)
+            scale = settings.cfg_scale
+            if settings.cfg_schedule == "reference":
+                factor = engine.layout.latent_factor
+                self.cfg_scale.copy_(reference_cfg_scale(self.cfg_scale[:, 0], state, factor).unsqueeze(-1))
+                scale = self.cfg_scale
+            guided = uncond + scale * (cond - uncond)
             cond = torch.where((kind == Kind.CODE).unsqueeze(-1), guided, cond)
         self.step_logits.copy_(cond)
         masked = cond + engine.grammar.masks[kind]

@@ -35,8 +35,9 @@ steps (text, and grid tokens while another row of the batch is outside its grid)
 row's token index; in the coupled mode their grid codes take the Gumbel noise of that index too, so a row's tokens
 do not depend on the other rows of its batch (chats of any mix). In the other modes that holds when the rows
 share their grid steps (text-to-image).
-The reference mode keeps this engine's unconditional context (the image block alone; v2's unconditional row
-also sees the turn separator before it) and windows (from the first grid token up to the image end).
+The reference mode's unconditional rows see the turn separator before the image block too, as v2's do (it
+masks the prompt but its last token; `guidance.uncond_context`); its windows run from the first grid token up to
+the image end.
 """
 
 from dataclasses import dataclass
