@@ -138,7 +138,7 @@ def test_every_release_loads_offline_by_repo_id_alone(repo, cache, monkeypatch):
     offline(monkeypatch, cache)
     release = hub.RELEASES[repo]
     pipe = LuminaMGPTPipeline.from_pretrained(repo)
-    assert pipe.layout.name == release.family
+    assert pipe.layout.name == release.family and pipe.preset.canvas == (release.resolution,) * 2
     files = hub.resolve_model(repo)
     assert f"models--{repo.replace('/', '--')}" in str(files.folder)
     assert f"models--{release.text_tokenizer.repo_id.replace('/', '--')}" in str(files.text_tokenizer)

@@ -103,6 +103,7 @@ class ModelFiles:
     folder: Path  # the transformer: config.json + weights
     text_tokenizer: Path  # a tokenizer.json file
     image_tokenizer: Path | None  # a folder or checkpoint for `load_image_tokenizer`; None if not asked for
+    release: Release | None = None  # the released checkpoint these files are, if one
 
 
 def resolve_model(
@@ -131,7 +132,7 @@ def resolve_model(
             raise LuminaError(
                 f"{folder} has no vq/ folder; pass image_tokenizer= (a folder, checkpoint file or hub repo id)"
             )
-    return ModelFiles(folder, text_file, None if image is None else Path(image))
+    return ModelFiles(folder, text_file, None if image is None else Path(image), release)
 
 
 def model_folder(path_or_repo_id: str | os.PathLike | None) -> Path:

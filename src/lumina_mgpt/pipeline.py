@@ -147,6 +147,8 @@ class LuminaMGPTPipeline:
             apply_tensor_parallel(transformer, mesh)
         layout = TokenLayout.from_tokenizer(text_file, kind)
         preset = preset_for(kind, folder)
+        if files.release is not None:  # the default canvas: the resolution the release was trained at
+            preset = replace(preset, canvas=(files.release.resolution,) * 2)
         return cls(transformer, tokenizer, image_tokenizer.to(device).eval(), layout, preset, compile)
 
     # ----------------------------------------------------------------------------------- text to image

@@ -36,6 +36,9 @@ def generate(
     ] = 16,
     seed: Annotated[int, typer.Option(help="Image k uses seed + k.")] = 0,
     cfg: Annotated[float | None, typer.Option(help="Guidance scale (1 = off).")] = None,
+    cfg_schedule: Annotated[
+        str, typer.Option(help="constant, or reference: v2's plain path (floored at 4, larger scales decay).")
+    ] = "constant",
     temperature: Annotated[float | None, typer.Option(help="Image-token temperature (0 = greedy).")] = None,
     top_k: Annotated[int | None, typer.Option(help="Image-token top-k (0 = all).")] = None,
     top_p: Annotated[float | None, typer.Option(help="Image-token top-p.")] = None,
@@ -63,6 +66,7 @@ def generate(
     tensor_parallel: TensorParallelOption = 1,
 ) -> None:
     """Draw images from a text prompt."""
+    from lumina_mgpt.generate.guidance import check_cfg_schedule
     from lumina_mgpt.generate.speculative import speculative_settings  # torch: imported on use (quick --help)
     from lumina_mgpt.model.quantize import QUANT_MODES
     from lumina_mgpt.unirep import parse_size
@@ -71,6 +75,7 @@ def generate(
     if width is not None:
         _precheck_size(width, height, model, text_tokenizer)
     speculative_settings(speculative, window)  # refuse bad values before loading the model
+    check_cfg_schedule(cfg_schedule)
     if quantize is not None and quantize not in QUANT_MODES:
         raise LuminaError(f"--quantize must be one of {', '.join(QUANT_MODES)}, got {quantize!r}")
     if best_of < 1:
@@ -95,6 +100,7 @@ def generate(
             speculative=speculative,
             window=window,
             best_of=best_of,
+            cfg_schedule=cfg_schedule,
         )
         files += _save_images(result.images, out, "image", first)
         results.append(result)
