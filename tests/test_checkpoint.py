@@ -207,6 +207,6 @@ def test_hub_repo_id_from_offline_cache(offline_hub, hf_folder, hf_model):
         assert (model(TOKENS) - hf_logits(hf_model, TOKENS)).abs().max() <= 1e-4
     with pytest.raises(
         LuminaError,
-        match=r"^lumina-test/absent: no such folder, and the repo is not in the Hugging Face cache",
+        match=r"^lumina-test/absent is not in the Hugging Face cache and the Hub cannot be reached",
     ):
         load_transformer("lumina-test/absent")

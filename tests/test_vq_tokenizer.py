@@ -169,7 +169,7 @@ def test_our_folder_with_renamed_key_fails(tokenizer, tmp_path):
 def test_unknown_paths_fail_clearly(tmp_path):
     with pytest.raises(LuminaError, match="no image tokenizer here"):
         load_image_tokenizer(tmp_path)
-    with pytest.raises(LuminaError, match="not a hub repo id"):
+    with pytest.raises(LuminaError, match="not a Hugging Face repo id"):
         load_image_tokenizer(tmp_path / "missing")
 
 
@@ -181,7 +181,7 @@ def test_hub_repo_id_offline(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(
         LuminaError,
-        match=r"someone/nothing: no such local path, and fetching it from the Hugging Face Hub failed",
+        match=r"^someone/nothing is not in the Hugging Face cache and the Hub cannot be reached",
     ):
         load_image_tokenizer("someone/nothing")
     commit = "0" * 40  # a cached snapshot, laid out as huggingface_hub stores it

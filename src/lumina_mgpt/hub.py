@@ -158,10 +158,15 @@ def local_path(path_or_repo_id: str | os.PathLike) -> Path:
     path = Path(path_or_repo_id).expanduser()
     if path.exists():
         return path
-    parts = str(path_or_repo_id).strip("/").split("/")
-    repo, sub = repo_id_of("/".join(parts[:2])), "/".join(parts[2:])
+    name = str(path_or_repo_id)
+    parts = name.split("/")
+    repo, sub = (
+        repo_id_of(name if len(parts) < 2 or name[:1] in "./~" else "/".join(parts[:2])),
+        "/".join(parts[2:]),
+    )
     prefix = f"{sub}/" if sub else ""
     names = ("tokenizer.json", "text_tokenizer.json", "config.json", "model.safetensors", "*.ckpt", "*.yaml")
+    names += tuple(f"vq/{name}" for name in names)  # a model repo's image tokenizer
     return fetch(Source(repo, tuple(prefix + name for name in names), sub))
 
 

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from lumina_mgpt.devices import resolve_device
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.hub import Source, fetch, repo_id_of
 from lumina_mgpt.model.config import CONFIG_NAME, ChameleonConfig
 from lumina_mgpt.model.transformer import ChameleonTransformer
 
@@ -33,33 +34,13 @@ def resolve_folder(
     path_or_repo_id: str | os.PathLike, allow_patterns: tuple[str, ...] = HUB_PATTERNS
 ) -> Path:
     """A local folder as is, else a Hugging Face Hub repo id fetched (or found in the cache when
-    HF_HUB_OFFLINE is set) with `snapshot_download`."""
+    HF_HUB_OFFLINE is set) through `lumina_mgpt.hub`."""
     path = Path(path_or_repo_id).expanduser()
     if path.is_dir():
         return path
-    name = str(path_or_repo_id)
     if path.exists():
-        raise LuminaError(f"{name}: expected a model folder, got a file")
-    if name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise LuminaError(f"{name}: no such folder (and not a Hugging Face repo id 'org/name')")
-    from huggingface_hub import snapshot_download  # imported lazily: only needed for hub ids
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(name, allow_patterns=list(allow_patterns)))
-    except HFValidationError:
-        raise LuminaError(f"{name}: no such folder and not a valid Hugging Face repo id") from None
-    except LocalEntryNotFoundError:
-        raise LuminaError(
-            f"{name}: no such folder, and the repo is not in the Hugging Face cache "
-            "(offline or the Hub is unreachable)"
-        ) from None
-    except Exception as err:  # network, authorisation, repo not found: one user-facing problem
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise LuminaError(
-            f"{name}: not a local folder and cannot be fetched from the Hugging Face Hub "
-            f"({type(err).__name__}: {reason})"
-        ) from None
+        raise LuminaError(f"{path_or_repo_id}: expected a model folder, got a file")
+    return fetch(Source(repo_id_of(str(path_or_repo_id)), allow_patterns))
 
 
 def load_transformer(

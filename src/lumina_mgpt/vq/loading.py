@@ -23,6 +23,7 @@ import torch
 
 from lumina_mgpt.devices import resolve_device
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.hub import local_path
 from lumina_mgpt.vq.config import MOVQGAN, TamingConfig, config_from_taming_yaml
 from lumina_mgpt.vq.keymap import check_state_dict, from_release
 from lumina_mgpt.vq.tokenizer import ImageTokenizer, Rounding
@@ -31,7 +32,6 @@ FORMAT = "lumina-mgpt-image-tokenizer"
 # the shipped model's VQ
 SHAPES_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "shapes" / "vq"
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
-_HUB_FILES = (CONFIG_FILE, WEIGHTS_FILE, "vqgan.yaml", "vqgan.ckpt", "movqgan_270M.ckpt")
 
 
 def load_image_tokenizer(
@@ -45,9 +45,7 @@ def load_image_tokenizer(
     `release_config` is the architecture of a MoVQGAN checkpoint file; by default it is read from the file's
     tensor names and shapes (else the preset its name says: `67M`, `102M`, `270M`). Chameleon folders carry theirs in `vqgan.yaml`.
     """
-    path = Path(path_or_repo_id)
-    if not path.exists():
-        path = _download(str(path_or_repo_id))
+    path = local_path(path_or_repo_id)
     if (path / "vq").is_dir():  # a model folder: its image tokenizer
         path = path / "vq"
     if path.is_file():
@@ -189,25 +187,6 @@ def _load_ours(folder: Path) -> ImageTokenizer:
         raise LuminaError(f"{weights}: not a readable safetensors file ({type(e).__name__})") from None
     check_state_dict({k: v.shape for k, v in tokenizer.vq.state_dict().items()}, state, str(weights))
     return _load_into(tokenizer, state)
-
-
-def _download(repo_id: str) -> Path:
-    """Fetch a hub repo `owner/name[/subfolder]` (only tokenizer files); returns the local folder."""
-    parts = repo_id.strip("/").split("/")
-    if len(parts) < 2 or repo_id.startswith((".", "/", "~")):
-        raise LuminaError(f"{repo_id}: no such file or folder, and not a hub repo id (owner/name)")
-    repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
-    from huggingface_hub import snapshot_download
-
-    patterns = [f"{sub}/{name}" if sub else name for name in _HUB_FILES]
-    try:
-        root = snapshot_download(repo_id=repo, allow_patterns=patterns)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise LuminaError(
-            f"{repo_id}: no such local path, and fetching it from the Hugging Face Hub failed ({type(e).__name__}: {first})"
-        ) from None
-    return Path(root, sub)
 
 
 def _atomic_write(path: Path, write) -> None:
