@@ -52,7 +52,7 @@ def pretokenize(
     # torch and diffusers are imported on use, so that `lumina-mgpt --help` stays quick
     from lumina_mgpt.data.pretokenize import default_area
     from lumina_mgpt.data.pretokenize import pretokenize as run_pretokenize
-    from lumina_mgpt.pipeline import DEFAULT_MODEL
+    from lumina_mgpt.hub import DEFAULT_MODEL
     from lumina_mgpt.text import TextTokenizer
     from lumina_mgpt.vocab import TokenLayout
     from lumina_mgpt.vq import load_image_tokenizer
