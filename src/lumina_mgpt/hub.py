@@ -27,7 +27,7 @@ from lumina_mgpt.errors import LuminaError
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "shapes"
 MODEL_PATTERNS = ("config.json", "*.safetensors", "model.safetensors.index.json")  # a transformer's files
-OURS_PATTERNS = (*MODEL_PATTERNS, "tokenizer.json", "vq/*")
+OURS_PATTERNS = (*MODEL_PATTERNS, "tokenizer.json", "sampling.json", "vq/*")  # our layout, the preset too
 
 
 @dataclass(frozen=True)
@@ -145,12 +145,18 @@ def model_folder(path_or_repo_id: str | os.PathLike | None) -> Path:
         return DEFAULT_MODEL
     if str(path_or_repo_id) in RELEASES:
         return fetch(RELEASES[str(path_or_repo_id)].model)
+    return resolve_folder(path_or_repo_id, OURS_PATTERNS)
+
+
+def resolve_folder(path_or_repo_id: str | os.PathLike, patterns: tuple[str, ...]) -> Path:
+    """A local folder as is, else the files matching `patterns` of a hub repo id (fetched, or found in the
+    cache when HF_HUB_OFFLINE is set)."""
     path = Path(path_or_repo_id).expanduser()
     if path.is_dir():
         return path
     if path.exists():
         raise LuminaError(f"{path_or_repo_id}: expected a model folder, got a file")
-    return fetch(Source(repo_id_of(str(path_or_repo_id)), OURS_PATTERNS))
+    return fetch(Source(repo_id_of(str(path_or_repo_id)), patterns))
 
 
 def local_path(path_or_repo_id: str | os.PathLike) -> Path:

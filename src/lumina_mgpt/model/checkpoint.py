@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from lumina_mgpt.devices import resolve_device
 from lumina_mgpt.errors import LuminaError
-from lumina_mgpt.hub import Source, fetch, repo_id_of
+from lumina_mgpt.hub import MODEL_PATTERNS, resolve_folder
 from lumina_mgpt.model.config import CONFIG_NAME, ChameleonConfig
 from lumina_mgpt.model.transformer import ChameleonTransformer
 
@@ -24,23 +24,9 @@ SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
 BIN_NAME = "pytorch_model.bin"
 BIN_INDEX_NAME = "pytorch_model.bin.index.json"
 MAX_SHARD_BYTES = 2 * 1024**3
-HUB_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt")  # config, weights, tokenizer files
 SKIPPED_PREFIX = "model.vqmodel."  # the unused image encoder that transformers' Chameleon carries
 _SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 _HEAD_NORM = re.compile(r"model\.layers\.\d+\.self_attn\.([qk])_norm\.(weight|bias)")
-
-
-def resolve_folder(
-    path_or_repo_id: str | os.PathLike, allow_patterns: tuple[str, ...] = HUB_PATTERNS
-) -> Path:
-    """A local folder as is, else a Hugging Face Hub repo id fetched (or found in the cache when
-    HF_HUB_OFFLINE is set) through `lumina_mgpt.hub`."""
-    path = Path(path_or_repo_id).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise LuminaError(f"{path_or_repo_id}: expected a model folder, got a file")
-    return fetch(Source(repo_id_of(str(path_or_repo_id)), allow_patterns))
 
 
 def load_transformer(
@@ -56,7 +42,7 @@ def load_transformer(
     elsewhere; `device` to the CPU. The model is built on the meta device and takes the loaded tensors as its
     parameters, so the weights are held in memory once.
     """
-    folder = resolve_folder(path_or_repo_id)
+    folder = resolve_folder(path_or_repo_id, MODEL_PATTERNS)
     config = ChameleonConfig.from_json_file(folder / CONFIG_NAME)
     device = resolve_device(device)
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
