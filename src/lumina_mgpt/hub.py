@@ -32,11 +32,12 @@ OURS_PATTERNS = (*MODEL_PATTERNS, "tokenizer.json", "sampling.json", "vq/*")  # 
 
 @dataclass(frozen=True)
 class Source:
-    """Files of one hub repo: `patterns` to fetch (repo-relative globs) and the `subfolder` a loader reads."""
+    """Files of one hub repo: `patterns` to fetch (repo-relative globs) and the `entry` a loader reads (a file
+    or folder inside the snapshot; "" is the snapshot itself)."""
 
     repo_id: str
     patterns: tuple[str, ...]
-    subfolder: str = ""
+    entry: str = ""
     required: tuple[str, ...] = ()  # files that must be there (a model source also needs its weights)
 
 
@@ -56,10 +57,14 @@ class Release:
         return self.model, self.text_tokenizer, self.image_tokenizer
 
 
-V1_TEXT_TOKENIZER = Source("Alpha-VLLM/Lumina-mGPT-7B-768", ("tokenizer.json",), required=("tokenizer.json",))
+V1_TEXT_TOKENIZER = Source(
+    "Alpha-VLLM/Lumina-mGPT-7B-768", ("tokenizer.json",), "tokenizer.json", ("tokenizer.json",)
+)
 VQGAN_FILES = ("original_tokenizers/vqgan.yaml", "original_tokenizers/vqgan.ckpt")
 V1_IMAGE_TOKENIZER = Source("Alpha-VLLM/Chameleon_7B_mGPT", VQGAN_FILES, "original_tokenizers", VQGAN_FILES)
-V2_IMAGE_TOKENIZER = Source("ai-forever/MoVQGAN", ("movqgan_270M.ckpt",), required=("movqgan_270M.ckpt",))
+V2_IMAGE_TOKENIZER = Source(
+    "ai-forever/MoVQGAN", ("movqgan_270M.ckpt",), "movqgan_270M.ckpt", ("movqgan_270M.ckpt",)
+)
 
 
 def _v1(name: str, resolution: int) -> Release:
@@ -77,7 +82,7 @@ def _v1(name: str, resolution: int) -> Release:
 def _v2(name: str) -> Release:
     repo = f"Alpha-VLLM/Lumina-mGPT-{name}"
     model = Source(repo, MODEL_PATTERNS, required=("config.json",))
-    text = Source(repo, ("tokenizer.json",), required=("tokenizer.json",))
+    text = Source(repo, ("tokenizer.json",), "tokenizer.json", ("tokenizer.json",))
     return Release(repo, "v2", 768, model, text, V2_IMAGE_TOKENIZER)
 
 
@@ -119,8 +124,9 @@ def resolve_model(
     release = RELEASES.get(str(path_or_repo_id)) if path_or_repo_id is not None else None
     folder = fetch(release.model) if release is not None else model_folder(path_or_repo_id)
     text = text_tokenizer or (fetch(release.text_tokenizer) if release is not None else folder)
+    text_path = local_path(text)
     try:
-        text_file = find_tokenizer_file(local_path(text))
+        text_file = find_tokenizer_file(text_path)
     except LuminaError:
         raise LuminaError(
             f"{text} holds no tokenizer.json; pass text_tokenizer= (a file, folder or hub repo id)"
@@ -128,7 +134,7 @@ def resolve_model(
     image = image_tokenizer
     if image is None and want_image_tokenizer:
         image = fetch(release.image_tokenizer) if release is not None else folder / "vq"
-        if not Path(image).is_dir():
+        if not Path(image).exists():
             raise LuminaError(
                 f"{folder} has no vq/ folder; pass image_tokenizer= (a folder, checkpoint file or hub repo id)"
             )
@@ -184,7 +190,7 @@ def repo_id_of(name: str) -> str:
 
 
 def fetch(source: Source, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The local folder (snapshot / subfolder) holding a source's files, fetched or found in the hub cache,
+    """The local path (snapshot / entry) a loader reads for a source, its files fetched or found in the hub cache,
     each file checked."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import IncompleteSnapshotError
@@ -197,7 +203,7 @@ def fetch(source: Source, cache_dir: str | os.PathLike | None = None) -> Path:
         except IncompleteSnapshotError as error:  # offline with files lost: the check names the first needed
             root = Path(error.snapshot_path)
     check_files(root, source)
-    return root / source.subfolder
+    return root / source.entry
 
 
 def plan(source: Source, cache_dir: str | os.PathLike | None = None) -> list[tuple[str, int, bool]]:
