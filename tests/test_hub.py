@@ -291,3 +291,20 @@ def test_the_movqgan_architecture_is_read_from_the_checkpoint():
         state = to_release(tokenizer_from_taming(config, "round", "movqgan").vq)  # shapes only (meta tensors)
         assert movqgan_config(state) == config
     assert movqgan_config({"w": torch.zeros(1)}) is None  # not one: the loader's key check names the keys
+
+
+def test_an_interrupted_download_fetches_only_what_is_missing(fake_hub, tmp_path, monkeypatch):
+    """huggingface_hub >= 2 restarts a half-fetched file (process-unique temporary files), so resuming is per
+    file: what is complete in the cache is kept and checked, the rest is fetched."""
+    online(monkeypatch, fake_hub, tmp_path)
+    hub.download("Alpha-VLLM/Lumina-mGPT-2.0", echo=lambda line: None)
+    link = snapshot_file(tmp_path, "ai-forever/MoVQGAN", "movqgan_270M.ckpt")
+    size = link.stat().st_size
+    link.resolve().unlink()  # interrupted before this file was complete
+    link.unlink()
+    before, lines = len(fake_hub.requests), []
+    hub.download("Alpha-VLLM/Lumina-mGPT-2.0", echo=lines.append)
+    assert lines[0].endswith(f"({size / 1e6:.1f} MB to fetch)")
+    fetched = [r for r in fake_hub.requests[before:] if r.startswith("GET") and "/resolve/" in r]
+    assert len(fetched) == 1 and fetched[0].endswith("/movqgan_270M.ckpt")
+    assert link.stat().st_size == size

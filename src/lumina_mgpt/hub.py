@@ -312,7 +312,8 @@ def sources_of(model: str) -> tuple[Source, ...]:
 
 def download(model: str, cache_dir: str | os.PathLike | None = None, echo=print) -> list[Path]:
     """Fetch everything `model` needs into the hub cache (`cache_dir`, else HF_HUB_CACHE): the total size is
-    printed first, huggingface_hub shows progress and resumes partial files; every file is checked after."""
+    printed first, huggingface_hub shows progress; a rerun keeps the complete files (a half-fetched one restarts:
+    huggingface_hub >= 2 writes each download to its own temporary file); every file is checked after."""
     sources = sources_of(model)
     plans = [plan(source, cache_dir) for source in sources]
     files = [entry for entries in plans for entry in entries]
