@@ -126,6 +126,18 @@ def ours_folder(folder: Path, codebook: int = 32, max_units: int = 8, seed: int 
     return folder
 
 
+def image_replies_folder(folder: Path) -> Path:
+    """`ours_folder` whose model favours the image start token wherever it is allowed, so chat replies are
+    images (deterministic); text-to-image is unaffected (no image start inside a grid)."""
+    from lumina_mgpt.pipeline import LuminaMGPTPipeline
+
+    ours_folder(folder)
+    pipe = LuminaMGPTPipeline.from_pretrained(folder)
+    favour_token(pipe.transformer, pipe.layout.image_start_id)
+    save_transformer(pipe.transformer, folder)
+    return folder
+
+
 def word_level_tokenizer(names: dict[int, str], vocab_size: int, file: Path) -> Path:
     """A tokenizers WordLevel file with `names` at their ids and filler names elsewhere."""
     vocab = {names.get(i, f"<filler{i}>"): i for i in range(vocab_size)}

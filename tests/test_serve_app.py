@@ -20,10 +20,9 @@ import typer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from test_generate_helpers import favour_token, one_thread, ours_folder
+from test_generate_helpers import image_replies_folder, one_thread
 from typer.testing import CliRunner
 
-from lumina_mgpt.model import save_transformer
 from lumina_mgpt.pipeline import LuminaMGPTPipeline
 from lumina_mgpt.serve.cli import serve
 from lumina_mgpt.serve.launch import server_process
@@ -41,11 +40,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    folder = ours_folder(tmp_path_factory.mktemp("served") / "tiny-shapes")
-    pipe = LuminaMGPTPipeline.from_pretrained(folder)
-    favour_token(pipe.transformer, pipe.layout.image_start_id)
-    save_transformer(pipe.transformer, folder)
-    return folder
+    return image_replies_folder(tmp_path_factory.mktemp("served") / "tiny-shapes")
 
 
 @pytest.fixture(scope="module")
@@ -491,9 +486,9 @@ def test_chat_replies_with_text_and_image_parts(client, pipe):
     result = reply.json()
     choice = result["choices"][0]
     assert result["object"] == "chat.completion" and choice["finish_reason"] == "length"
-    content = choice["message"]["content"]
-    assert [part["type"] for part in content] == ["image_url"]
-    drawn = content[0]["image_url"]["url"]
+    content, images = choice["message"]["content"], choice["message"]["images"]
+    assert content == "" and [image["offset"] for image in images] == [0]
+    drawn = images[0]["image_url"]["url"]
     assert drawn.startswith("data:image/png;base64,") and png(drawn.split(",", 1)[1]).shape == (32, 32, 3)
     assert result["usage"]["completion_tokens"] == length and result["seed"] == 1
     # the drawn image goes back as history; a reply cut before its image ends is text only (here: none)
@@ -511,7 +506,10 @@ def test_chat_replies_with_text_and_image_parts(client, pipe):
     chunks = [data for _, data in streamed[:-1]]
     assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"} and any("progress" in c for c in chunks)
-    assert chunks[-2]["choices"][0]["delta"]["content"] == content  # same seed, same image
+    assert chunks[-2]["choices"][0]["delta"] == {
+        "content": content,
+        "images": images,
+    }  # same seed, same image
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
 
 
@@ -553,6 +551,13 @@ CHROMIUM_FLAGS = [
 ]
 
 
+def launch_chromium(driver, chromium: str, profile, height: int):
+    """Debian's chromium (no browser download), headless, in a fresh profile, 1280 px wide."""
+    return driver.chromium.launch_persistent_context(
+        profile, executable_path=chromium, args=CHROMIUM_FLAGS, viewport={"width": 1280, "height": height}
+    )
+
+
 def test_web_ui_generates_and_chats_in_a_real_browser(client, url, tmp_path):
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -560,12 +565,7 @@ def test_web_ui_generates_and_chats_in_a_real_browser(client, url, tmp_path):
     from playwright.sync_api import sync_playwright  # drives Debian's chromium: no browser download
 
     with sync_playwright() as driver:
-        browser = driver.chromium.launch_persistent_context(
-            tmp_path / "profile",
-            executable_path=chromium,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1280, "height": 900},
-        )
+        browser = launch_chromium(driver, chromium, tmp_path / "profile", 900)
         try:
             page = browser.new_page()
             page.goto(f"{url}/ui/")

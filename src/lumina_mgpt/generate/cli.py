@@ -20,13 +20,21 @@ from lumina_mgpt.cli_options import (
     TextTokenizerOption,
 )
 from lumina_mgpt.errors import LuminaError
-from lumina_mgpt.generate.tasks import TASKS, task_message
+from lumina_mgpt.generate.prompt_file import PromptLine, decode_batches, read_prompts
+from lumina_mgpt.generate.tasks import TASK_NAMES, TASKS, task_message
+from lumina_mgpt.generate.turns import file_turns, option_turns
 
 DEFAULT_OUT = Path("out")
 
 
 def generate(
-    prompt: Annotated[str, typer.Argument(help="What to draw (wrapped in the resolution-aware template).")],
+    prompt: Annotated[
+        str | None, typer.Argument(help="What to draw (wrapped in the resolution-aware template).")
+    ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(help='A file of prompts: one a line, or JSON lines {"prompt", "size", "seed"}.'),
+    ] = None,
     size: Annotated[
         str | None, typer.Option(help="WxH in pixels, e.g. 768x512 (default: the model's canvas).")
     ] = None,
@@ -82,7 +90,21 @@ def generate(
         raise LuminaError(f"--best-of must be >= 1, got {best_of}")
     if num_images < 1:
         raise LuminaError(f"--num-images must be >= 1, got {num_images}")
+    if (prompt is None) == (prompts is None):
+        raise LuminaError("give a PROMPT or --prompts FILE (one of them)")
+    if prompts is not None:
+        if best_of != 1:
+            raise LuminaError("--best-of draws one prompt's candidates; use it without --prompts")
+        items = read_prompts(prompts)
+        for w, h in {item.size for item in items if item.size}:
+            _precheck_size(w, h, model, text_tokenizer)
     pipe = _load(model, text_tokenizer, image_tokenizer, device, compile, quantize, tensor_parallel)
+    if prompts is not None:
+        sampling = dict(cfg_scale=cfg, temperature=temperature, top_k=top_k, top_p=top_p)
+        sampling |= dict(force_size=not sample_size, speculative=speculative, window=window)
+        canvas = (width, height) if width else None
+        _generate_prompts(pipe, items, canvas, num_images, batch_size, seed, sampling, out, model)
+        return
     results, files = [], []
     for first in range(0, num_images, batch_size):  # image k keeps seed + k (x best_of) whatever the batching
         result = pipe(
@@ -138,76 +160,180 @@ def chat(
     text: Annotated[
         str, typer.Argument(help="The instruction, caption, question or object (task dependent).")
     ] = "",
-    task: Annotated[str, typer.Option(help=f"One of: {', '.join(TASKS)}.")] = "free",
-    image: Annotated[list[Path] | None, typer.Option(help="Input image (repeat for several).")] = None,
+    task: Annotated[str, typer.Option(help=f"One of: {', '.join(TASK_NAMES)}.")] = "free",
+    turn: Annotated[
+        list[str] | None,
+        typer.Option(help="A user turn (repeat for a multi-turn chat; TEXT, if given, is the first)."),
+    ] = None,
+    image: Annotated[
+        list[Path] | None,
+        typer.Option(help='Input image; with --turn, --image k goes with turn k ("" for none).'),
+    ] = None,
+    conversation: Annotated[
+        Path | None,
+        typer.Option(help="A JSON conversation file: a list of {text, task, images, map, frames}."),
+    ] = None,
     size: Annotated[str | None, typer.Option(help="WxH of images the model draws.")] = None,
     map_name: Annotated[str, typer.Option("--map", help="Map of the dual-panel tasks.")] = "segmentation map",
     frames: Annotated[int, typer.Option(help="Number of frames of the frames task.")] = 2,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="Turn k uses seed + k.")] = 0,
     cfg: Annotated[float | None, typer.Option(help="Guidance scale of image tokens (1 = off).")] = None,
     temperature: Annotated[float | None, typer.Option(help="Image-token temperature.")] = None,
     top_k: Annotated[int | None, typer.Option(help="Image-token top-k.")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="Reply length limit.")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for the PNGs and settings.json.")] = DEFAULT_OUT,
+    out: Annotated[
+        Path, typer.Option(help="Folder for the PNGs, chat.json and settings.json.")
+    ] = DEFAULT_OUT,
     model: ModelOption = None,
     text_tokenizer: TextTokenizerOption = None,
     image_tokenizer: ImageTokenizerOption = None,
     device: DeviceOption = None,
     tensor_parallel: TensorParallelOption = 1,
 ) -> None:
-    """One turn of a multimodal chat: editing, dense prediction, condition to image, QA, frames, dual panels."""
-    spec = TASKS.get(task)
-    if spec is None:
-        raise LuminaError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
-    images = [_read_image(path) for path in image or []]
-    if spec.images > 0 and len(images) != spec.images:
-        raise LuminaError(f"task {task!r} takes {spec.images} --image, got {len(images)}")
-    from lumina_mgpt.unirep import parse_size  # torch: imported on use (quick --help)
+    """A multimodal chat, one or more turns: editing, dense prediction, condition to image, QA, frames, dual
+    panels. Each reply's text goes to stdout, its images to --out, the whole conversation to chat.json."""
+    if conversation is not None:
+        if turn or text or image:
+            raise LuminaError("give either --conversation or TEXT/--turn/--image, not both")
+        turns = file_turns(conversation, task)
+    else:
+        turns = option_turns(
+            [text, *(turn or [])] if text or not turn else list(turn), image or [], task, frames=frames
+        )
+    inputs = [[_read_image(path) for path in t.images] for t in turns]
+    from lumina_mgpt.model.parallel import owns_files  # torch: imported on use (quick --help)
+    from lumina_mgpt.unirep import parse_size
 
     width, height = parse_size(size) if size else (None, None)
     if width is not None:
         _precheck_size(width, height, model, text_tokenizer)
     pipe = _load(model, text_tokenizer, image_tokenizer, device, False, tensor_parallel=tensor_parallel)
-    prefix = images.pop() if spec.prefix else None
-    canvas = (width, height) if width else (prefix.width, 2 * prefix.height) if prefix else pipe.preset.canvas
-    content = task_message(task, text, *canvas, map_name=map_name, frames=frames)
-    messages = [{"role": "user", "content": content, "images": images}]
-    reply = pipe.chat(
-        messages,
-        width,
-        height,
-        cfg_scale=cfg,
-        temperature=temperature,
-        top_k=top_k,
-        seed=seed,
-        image_prefix=prefix,
-        max_new_tokens=max_new_tokens,
-        progress=sys.stderr.isatty(),
-    )
-    from lumina_mgpt.model.parallel import owns_files
-
-    if not owns_files():  # another rank of this tensor-parallel job writes the files
+    messages, transcript, files, replies = [], [], [], []
+    for k, (spec, images) in enumerate(zip(turns, inputs, strict=True)):
+        prefix = images.pop() if TASKS[spec.task].prefix and images else None
+        canvas = (
+            (width, height) if width else (prefix.width, 2 * prefix.height) if prefix else pipe.preset.canvas
+        )
+        if k and TASKS[spec.task].images > 0 and not spec.images:
+            content = spec.text  # a later turn of an edit: the instruction alone, on the latest image
+        else:
+            content = task_message(
+                spec.task,
+                spec.text,
+                *canvas,
+                map_name=spec.map_name or map_name,
+                frames=spec.frames or frames,
+            )
+        messages.append({"role": "user", "content": content, "images": images})
+        reply = pipe.chat(
+            messages,
+            width,
+            height,
+            cfg_scale=cfg,
+            temperature=temperature,
+            top_k=top_k,
+            seed=seed + k,
+            image_prefix=prefix,
+            max_new_tokens=max_new_tokens,
+            progress=sys.stderr.isatty(),
+        )
+        drawn = _save_images(reply.images, out, f"turn{k + 1}_reply") if reply.images else []
+        messages.append({"role": "assistant", "content": reply.text, "images": reply.images})
+        transcript += [
+            {"role": "user", "task": spec.task, "content": content, "images": [str(p) for p in spec.images]},
+            {"role": "assistant", "content": reply.text, "images": drawn},
+        ]
+        files += drawn
+        replies.append(reply)
+        if not owns_files():  # another rank of this tensor-parallel job writes and prints
+            continue
+        typer.echo(reply.text)
+        if drawn:
+            typer.echo(f"turn {k + 1}: wrote {', '.join(drawn)} to {out}", err=True)
+    if not owns_files():
         return
-    files = _save_images(reply.images, out, "reply")
+    _write_json(out / "chat.json", {"messages": transcript})
     _write_settings(
         out,
         {
             "command": "chat",
-            "task": task,
-            "message": content,
-            "inputs": [str(p) for p in image or []],
-            "reply": reply.text,
+            "task": turns[0].task,
+            "message": transcript[0]["content"],
+            "inputs": transcript[0]["images"],
+            "reply": replies[0].text,
+            "turns": len(turns),
             "seed": seed,
-            "sampling": reply.settings,
-            "stats": reply.stats,
+            "sampling": replies[-1].settings,
+            "stats": replies[0].stats if len(replies) == 1 else [r.stats for r in replies],
             "files": files,
             **_model_info(pipe, model),
         },
     )
-    typer.echo(reply.text)
     if files:
-        typer.echo(f"wrote {len(files)} image(s) to {out}", err=True)
         _note_older_images(out, files)
+
+
+def _generate_prompts(
+    pipe,
+    items: list[PromptLine],
+    size: tuple[int, int] | None,
+    num_images: int,
+    batch_size: int,
+    seed: int,
+    sampling: dict,
+    out: Path,
+    model: str | None,
+) -> None:
+    """Draw `num_images` of every prompt of a prompts file in decode batches of one size; image j of prompt i
+    is `image_{i * num_images + j}.png` with seed (the line's seed, else seed + i * num_images) + j."""
+    entries: list[dict | None] = [None] * len(items)
+    seconds, files = 0.0, []
+    for canvas, indices in decode_batches(items, size, num_images, batch_size):
+        seeds = [
+            (items[i].seed if items[i].seed is not None else seed + i * num_images) + j
+            for i in indices
+            for j in range(num_images)
+        ]
+        width, height = canvas or (None, None)
+        result = pipe(
+            [items[i].prompt for i in indices],
+            width,
+            height,
+            num_images,
+            seed=seeds,
+            progress=sys.stderr.isatty(),
+            **sampling,
+        )
+        seconds += result.stats["seconds"]
+        for k, i in enumerate(indices):
+            images = result.images[k * num_images : (k + 1) * num_images]
+            names = _save_images(images, out, "image", i * num_images)
+            files += names
+            entries[i] = {
+                "prompt": items[i].prompt,
+                "line": items[i].line,
+                "size": f"{images[0].width}x{images[0].height}",
+                "seeds": seeds[k * num_images : (k + 1) * num_images],
+                "files": names,
+            }
+    from lumina_mgpt.model.parallel import owns_files
+
+    if not owns_files():  # another rank of this tensor-parallel job writes the files
+        return
+    _write_settings(
+        out,
+        {
+            "command": "generate",
+            "prompts": entries,
+            "num_images": num_images,
+            "sampling": result.settings,
+            "seconds": seconds,
+            "files": sorted(files),
+            **_model_info(pipe, model),
+        },
+    )
+    typer.echo(f"wrote {len(files)} image(s) of {len(items)} prompt(s) to {out} ({seconds:.1f} s)")
+    _note_older_images(out, files)
 
 
 def _precheck_size(width: int, height: int, model: str | None, text_tokenizer: str | None) -> None:
@@ -288,8 +414,15 @@ def _note_older_images(out: Path, files: list[str]) -> None:
 
 
 def _write_settings(out: Path, settings: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    _write_json(out / "settings.json", settings)
+
+
+def _write_json(file: Path, data: dict) -> None:
+    """Write JSON atomically (a crash leaves the old file or the new one, never half of one)."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    partial = file.with_name(file.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    partial.replace(file)
 
 
 def _model_info(pipe, model: str | None) -> dict:

@@ -49,16 +49,50 @@ TASKS = {
 }
 
 
+# the README's and the shapes world's task names (world/tasks.py TASK_KINDS) -> (task, its map name)
+ALIASES = {
+    "editing": ("edit", None),
+    "editing_multiturn": ("edit", None),
+    "detection": ("detect", None),
+    "captioning": ("caption", None),
+    "seg_to_image": ("condition", None),
+    "edge_to_image": ("condition", None),
+    "count_qa": ("qa", None),
+    "color_qa": ("qa", None),
+    "yesno_qa": ("qa", None),
+    "dual_panel": ("pair", None),
+    "dual_panels": ("pair", None),
+    "condition_to_image": ("condition", None),
+    "dual_pair": ("pair", None),
+    "dual_pair_seg": ("pair", "segmentation map"),
+    "dual_pair_edge": ("pair", "edge map"),
+    "dual_i2i": ("i2i", None),
+    "dual_i2i_seg": ("i2i", "segmentation map"),
+    "dual_i2i_edge": ("i2i", "edge map"),
+}
+TASK_NAMES = (*TASKS, *ALIASES)
 MAX_FRAMES = 16
+
+
+def resolve_task(name: str) -> tuple[str, str | None]:
+    """(task, map name or None) of a task name in either spelling ("editing" or "edit", "dual_i2i_edge"...);
+    raises LuminaError for an unknown name."""
+    key = "_".join(name.lower().replace("→", "to").replace("-", " ").split())
+    if key in TASKS:
+        return key, None
+    if key in ALIASES:
+        return ALIASES[key]
+    raise LuminaError(f"unknown task {name!r}; choose one of: {', '.join(TASK_NAMES)}")
 
 
 def task_message(
     name: str, text: str, width: int, height: int, map_name: str = "segmentation map", frames: int = 2
 ) -> str:
-    """The user message of task `name`; raises LuminaError for an unknown task or missing words."""
-    task = TASKS.get(name)
-    if task is None:
-        raise LuminaError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
+    """The user message of task `name` (either spelling; an alias's map wins); raises LuminaError for an
+    unknown task or missing words."""
+    name, alias_map = resolve_task(name)
+    map_name = alias_map or map_name
+    task = TASKS[name]
     if task.needs_text and not text.strip():
         raise LuminaError(f"task {name!r} needs a text (instruction, caption, question or object)")
     if name == "frames" and not 2 <= frames <= MAX_FRAMES:

@@ -3,13 +3,23 @@
     POST /v1/images/generations   {"prompt", "n", "size": "WxH", "response_format": "b64_json", "stream",
                                    + "seed", "cfg_scale", "temperature", "top_k", "top_p", "speculative"}
         -> {"created", "data": [{"b64_json", "seed"}], "size", "output_format": "png", "usage", "metrics"}
+    POST /v1/images/edits         multipart form: "image" (file), "prompt", optional "mask" (a PNG whose
+                                   alpha is 0 where the image may change), and the fields of generations
+        -> as generations: n edits of the image (the editing task, `{prompt} <|image|>`), each reply exactly
+           one image of the canvas ("size", else the image's own bucket); same streaming events but no
+           partial images
+    Generations and edits also take OpenAI's "output_format" (png, jpeg, webp) and "output_compression";
+    "quality", "style", "moderation", "background" (auto/opaque), "user", "partial_images" and
+    "input_fidelity" are accepted and ignored (listed in /v1/models as `ignored_fields`).
     POST /v1/chat/completions     {"messages": [{"role", "content": str | [{"type": "text", "text"} |
                                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,."}}]}],
                                    "max_tokens", "seed", "temperature"/"top_p"/"top_k" (text), "size",
                                    "cfg_scale", "image_temperature"/"image_top_k"/"image_top_p", "stream"}
-        -> a chat.completion whose message content is a string when the reply is text only, else a list of
-           parts in reply order: {"type": "text", "text"} and {"type": "image_url", "image_url": {"url":
-           "data:image/png;base64,..."}} for each image the model drew
+        -> a chat.completion whose message content is always the reply's text (a string); the images the
+           model drew are in the message's extra field "images": [{"image_url": {"url":
+           "data:image/png;base64,..."}, "offset"}] (offset: where in the text the image was). With
+           "image_markdown": true the content also holds each image as a markdown data URL at its place.
+           An assistant message sent back as history may carry the same "images" field.
     GET  /v1/models, GET /health  (/health also counts decodes, batched requests and cancellations)
 
 With `"stream": true` the reply is server-sent events. Images: `image_generation.progress` ({step, total,
@@ -30,6 +40,7 @@ from dataclasses import asdict
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -40,15 +51,21 @@ from lumina_mgpt.serve.jobs import (
     APIError,
     ChatJob,
     ChatResult,
-    ImageJob,
     ImageResult,
+    ImagesJob,
     Job,
     chat_job,
+    edit_job,
     image_job,
 )
 from lumina_mgpt.serve.limits import Limits
-from lumina_mgpt.serve.media import png_base64, png_data_url
-from lumina_mgpt.serve.schemas import ChatCompletionRequest, ImageGenerationRequest
+from lumina_mgpt.serve.media import encoded_base64, png_data_url
+from lumina_mgpt.serve.schemas import (
+    IGNORED_IMAGE_FIELDS,
+    ChatCompletionRequest,
+    ImageEditRequest,
+    ImageGenerationRequest,
+)
 from lumina_mgpt.text import IMAGE_PLACEHOLDER
 
 CLIENT_CLOSED = 499  # nginx's status for a request whose client went away (nobody reads it)
@@ -93,12 +110,21 @@ def create_app(
             "family": pipeline.layout.name,
             "default_size": canvas,
             "max_positions": pipeline.transformer.config.max_position_embeddings,
+            "output_formats": ["png", "jpeg", "webp"],
+            "ignored_fields": list(IGNORED_IMAGE_FIELDS),
         }
         return {"object": "list", "data": [card]}
 
     @app.post("/v1/images/generations")
     async def generations(body: ImageGenerationRequest, request: Request) -> Response:
-        job = image_job(pipeline, limits, body, model_id)
+        return await _images_reply(image_job(pipeline, limits, body, model_id), request)
+
+    @app.post("/v1/images/edits", openapi_extra=_EDIT_FORM)
+    async def edits(request: Request) -> Response:
+        body, image, mask = await _edit_form(request)
+        return await _images_reply(await edit_job(pipeline, limits, body, image, mask, model_id), request)
+
+    async def _images_reply(job: ImagesJob, request: Request) -> Response:
         batcher.submit(job)
         if job.stream:
             return _event_stream(_image_events(job), job, batcher)
@@ -107,7 +133,7 @@ def create_app(
             return Response(status_code=CLIENT_CLOSED)
         data = await asyncio.to_thread(
             lambda: [
-                {"b64_json": png_base64(image), "seed": seed}
+                {"b64_json": _encoded(job, image), "seed": seed}
                 for image, seed in zip(result.images, result.seeds, strict=True)
             ]
         )
@@ -123,7 +149,10 @@ def create_app(
         result = await _wait(request, job, batcher)
         if result is None:
             return Response(status_code=CLIENT_CLOSED)
-        message = {"role": "assistant", "content": await asyncio.to_thread(reply_content, result.output)}
+        message = {
+            "role": "assistant",
+            **await asyncio.to_thread(reply_message, result.output, body.image_markdown),
+        }
         return JSONResponse(
             {
                 "id": reply_id,
@@ -142,9 +171,19 @@ def create_app(
     return app
 
 
-def reply_content(output: ChatOutput) -> str | list[dict]:
-    """A chat reply as OpenAI message content: the text alone, or (with images) its content parts."""
-    return reply_parts(output) if output.images else output.text
+def reply_message(output: ChatOutput, markdown: bool = False) -> dict:
+    """A chat reply's message fields: `content` its text (a string, as OpenAI clients expect) and, when the
+    model drew images, `images` with where each was in the text (and, with `markdown`, also in the text)."""
+    text, images = [], []
+    for part in reply_parts(output):
+        if part["type"] == "text":
+            text.append(part["text"])
+            continue
+        offset = sum(map(len, text))
+        images.append({"image_url": part["image_url"], "offset": offset})
+        if markdown:
+            text.append(f"![image {len(images)}]({part['image_url']['url']})")
+    return {"content": "".join(text), **({"images": images} if images else {})}
 
 
 def reply_parts(output: ChatOutput) -> list[dict]:
@@ -201,15 +240,68 @@ def _event_stream(events, job: Job, batcher: Batcher) -> StreamingResponse:
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-async def _image_events(job: ImageJob):
-    size = f"{job.settings.width}x{job.settings.height}"
+async def _edit_form(request: Request) -> tuple[ImageEditRequest, bytes, bytes | None]:
+    """The fields and files of an edit's multipart form; anything else in it is a 400 naming it."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise APIError(400, "send an edit as multipart/form-data with an 'image' file and a 'prompt'")
+    form = await request.form(max_files=4, max_fields=64)
+    files: dict[str, list[bytes]] = {}
+    fields: dict[str, str] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            if key in fields:
+                raise APIError(400, f"the form field {key!r} is sent twice", key)
+            fields[key] = value
+        else:
+            files.setdefault(key.removesuffix("[]"), []).append(await value.read())
+    unknown = set(files) - {"image", "mask"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise APIError(400, f"{name}: unknown file field (an edit takes 'image' and 'mask')", name)
+    if len(files.get("image", [])) != 1:
+        raise APIError(400, "an edit takes exactly one 'image' file", "image")
+    if len(files.get("mask", [])) > 1:
+        raise APIError(400, "an edit takes at most one 'mask' file", "mask")
+    try:
+        body = ImageEditRequest(**fields)
+    except ValidationError as error:
+        raise validation_error([{**e, "loc": ("body", *e["loc"])} for e in error.errors()]) from None
+    return body, files["image"][0], (files.get("mask") or [None])[0]
+
+
+_EDIT_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "prompt"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "mask": {"type": "string", "format": "binary"},
+                        **{name: {"type": "string"} for name in ImageEditRequest.model_fields},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _encoded(job: ImagesJob, image) -> str:
+    return encoded_base64(image, job.output_format, job.output_compression)
+
+
+async def _image_events(job: ImagesJob):
+    size = job.size
     async for kind, data in job.events():
         if kind == "progress":
             name = "image_generation.progress"
             yield _sse({"type": name, **data, "progress": data["step"] / data["total"]}, name)
         elif kind == "partial":
             name = "image_generation.partial_image"
-            b64 = await asyncio.to_thread(png_base64, data.image)
+            b64 = await asyncio.to_thread(_encoded, job, data.image)
             yield _sse(
                 {
                     "type": name,
@@ -219,14 +311,14 @@ async def _image_events(job: ImageJob):
                     "rows": data.rows,
                     "total_rows": data.total_rows,
                     "size": size,
-                    "output_format": "png",
+                    "output_format": job.output_format,
                 },
                 name,
             )
         else:
             name = "image_generation.completed"
             for k, (image, seed) in enumerate(zip(data.images, data.seeds, strict=True)):
-                b64 = await asyncio.to_thread(png_base64, image)
+                b64 = await asyncio.to_thread(_encoded, job, image)
                 yield _sse(
                     {
                         "type": name,
@@ -253,15 +345,15 @@ async def _chat_events(job: ChatJob, reply_id: str, model_id: str):
         if kind == "progress":
             yield chunk({}, progress=data)
         else:
-            yield chunk({"content": await asyncio.to_thread(reply_content, data.output)})
+            yield chunk(await asyncio.to_thread(reply_message, data.output, job.image_markdown))
             yield chunk({}, data.finish_reason, **_chat_fields(job, data))
 
 
-def _image_fields(job: ImageJob, result: ImageResult) -> dict:
+def _image_fields(job: ImagesJob, result: ImageResult) -> dict:
     inputs = job.prompt_tokens * job.n
     return {
-        "size": f"{job.settings.width}x{job.settings.height}",
-        "output_format": "png",
+        "size": job.size,
+        "output_format": job.output_format,
         "usage": {
             "input_tokens": inputs,
             "output_tokens": result.output_tokens,

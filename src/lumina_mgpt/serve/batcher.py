@@ -21,6 +21,7 @@ from lumina_mgpt.serve.jobs import (
     APIError,
     ChatJob,
     ChatResult,
+    EditJob,
     ImageJob,
     ImageResult,
     Job,
@@ -139,6 +140,8 @@ class Batcher:
             try:
                 if isinstance(batch[0], ChatJob):
                     self._chats(batch, decode_id, started)
+                elif isinstance(batch[0], EditJob):
+                    self._edits(batch, decode_id, started)
                 else:
                     self._images(batch, decode_id, started)
             except Cancelled:
@@ -191,7 +194,7 @@ class Batcher:
         ready, requests = [], []
         for job in jobs:
             try:
-                requests.append(self.pipe.prepare_chat(job.messages, *job.canvas))
+                requests.append(self.pipe.prepare_chat(job.messages, *job.canvas, job.image_prefix))
                 ready.append(job)
             except LuminaError as error:
                 job.emit("error", APIError(400, str(error)))
@@ -214,6 +217,24 @@ class Batcher:
             )
             metrics = self._metrics(job, decode_id, ready, started)
             job.emit("done", ChatResult(out, "stop" if stopped else "length", metrics))
+
+    def _edits(self, jobs: list[EditJob], decode_id: int, started: float) -> None:
+        """One decode batch of image edits: each reply is one image (edit k of a job uses seed + k)."""
+        requests = [job.request for job in jobs for _ in range(job.n)]
+        seeds = [job.seed + k for job in jobs for k in range(job.n)]
+        watch = _Watch(jobs, jobs[0].settings.max_new_tokens, None)
+        outputs = self.pipe.chat_many(
+            requests, seed=seeds, callback=watch.step, progress=False, **asdict(jobs[0].settings)
+        )
+        self._count("images", len(requests))
+        offset = 0
+        for job in jobs:
+            rows = outputs[offset : offset + job.n]
+            images = [job.finish(out.images[0]) for out in rows]
+            tokens = sum(len(out.tokens) for out in rows)
+            metrics = self._metrics(job, decode_id, jobs, started)
+            job.emit("done", ImageResult(images, seeds[offset : offset + job.n], tokens, metrics))
+            offset += job.n
 
     def _metrics(self, job: Job, decode_id: int, jobs: list[Job], started: float) -> Metrics:
         return Metrics(

@@ -13,15 +13,24 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from lumina_mgpt.errors import LuminaError
-from lumina_mgpt.pipeline import ChatOutput, LuminaMGPTPipeline
+from lumina_mgpt.generate.tasks import task_message
+from lumina_mgpt.pipeline import ChatOutput, ChatRequest, LuminaMGPTPipeline
 from lumina_mgpt.serve.limits import Limits
-from lumina_mgpt.serve.media import image_from_data_url
-from lumina_mgpt.serve.schemas import MAX_SEED, ChatCompletionRequest, ImageGenerationRequest, TextPart
+from lumina_mgpt.serve.media import image_from_bytes, image_from_data_url
+from lumina_mgpt.serve.schemas import (
+    MAX_SEED,
+    ChatCompletionRequest,
+    ImageEditRequest,
+    ImageGenerationRequest,
+    ImagePart,
+    TextPart,
+)
 from lumina_mgpt.text import IMAGE_PLACEHOLDER, serialize
-from lumina_mgpt.unirep import parse_size, t2i_prompt
+from lumina_mgpt.unirep import block_length, parse_size, t2i_prompt
+from lumina_mgpt.vq.images import to_rgb
 
 
 class APIError(Exception):
@@ -147,18 +156,59 @@ class Job:
         raise AssertionError("a job's events end with its result")
 
 
-class ImageJob(Job):
-    def __init__(
-        self, prompt: str, n: int, settings: ImageSettings, seed: int, prompt_tokens: int, stream: bool
-    ) -> None:
+class ImagesJob(Job):
+    """A job whose result is `n` images (image k uses seed + k), sent back as `output_format`."""
+
+    def __init__(self, n: int, seed: int, stream: bool) -> None:
         super().__init__(stream)
-        self.prompt, self.n, self.settings = prompt, n, settings
-        self.seed = seed  # image k uses seed + k
-        self.prompt_tokens = prompt_tokens
+        self.n, self.seed = n, seed
+        self.output_format, self.output_compression = "png", None
 
     @property
     def rows(self) -> int:
         return self.n
+
+
+class ImageJob(ImagesJob):
+    def __init__(
+        self, prompt: str, n: int, settings: ImageSettings, seed: int, prompt_tokens: int, stream: bool
+    ) -> None:
+        super().__init__(n, seed, stream)
+        self.prompt, self.settings, self.prompt_tokens = prompt, settings, prompt_tokens
+
+    @property
+    def size(self) -> str:
+        return f"{self.settings.width}x{self.settings.height}"
+
+
+class EditJob(ImagesJob):
+    """`n` edits of one image: the editing chat with its reply opened as an image, so each reply is exactly
+    one image of the canvas; a mask keeps the input where it is opaque."""
+
+    def __init__(
+        self,
+        request: ChatRequest,
+        n: int,
+        settings: ChatSettings,
+        seed: int,
+        image: Image.Image,
+        mask: Image.Image | None,
+        stream: bool,
+    ) -> None:
+        super().__init__(n, seed, stream)
+        self.request, self.settings, self.image, self.mask = request, settings, image, mask
+        self.prompt_tokens = len(request.ids) - len(request.prefix)
+
+    @property
+    def size(self) -> str:
+        return f"{self.request.width}x{self.request.height}"
+
+    def finish(self, edited: Image.Image) -> Image.Image:
+        """The edited image, with the input kept where the mask is opaque (alpha > 0)."""
+        if self.mask is None:
+            return edited
+        keep = ImageOps.fit(self.mask, edited.size, Image.Resampling.NEAREST).point(lambda a: 255 * (a > 0))
+        return Image.composite(ImageOps.fit(self.image, edited.size, Image.Resampling.BICUBIC), edited, keep)
 
 
 class ChatJob(Job):
@@ -172,28 +222,16 @@ class ChatJob(Job):
     ) -> None:
         super().__init__(stream)
         self.messages, self.canvas, self.settings, self.seed = messages, canvas, settings, seed
+        self.image_markdown = False  # also write the reply's images into its text as markdown data URLs
+        self.image_prefix: Image.Image | None = None  # the given upper part of the canvas (v2 i2i; web UI)
 
 
 def image_job(
     pipe: LuminaMGPTPipeline, limits: Limits, body: ImageGenerationRequest, model_id: str
 ) -> ImageJob:
     """A validated text-to-image job; raises APIError naming the bad parameter."""
-    _check_model(body.model, model_id)
-    if body.response_format == "url":
-        raise APIError(
-            400,
-            "response_format 'url' is not supported (this server stores no files); use 'b64_json'",
-            "response_format",
-            "unsupported_response_format",
-        )
+    _check_request(body, limits, model_id)
     speculative = _speculative(body.speculative)
-    if body.n > limits.max_images:
-        raise APIError(
-            400, f"n is {body.n}; this server makes at most {limits.max_images} images per request", "n"
-        )
-    _check_text(body.prompt, limits, "prompt")
-    if IMAGE_PLACEHOLDER in body.prompt:
-        raise APIError(400, f"a text-to-image prompt cannot hold {IMAGE_PLACEHOLDER}", "prompt")
     width, height = request_size(body.size, pipe.preset.canvas, limits)
     message = {"role": "user", "content": t2i_prompt(body.prompt, width, height)}
     prompt_tokens = len(serialize([message], pipe.text_tokenizer, pipe.layout)[0]) + 1  # + the image start
@@ -212,7 +250,88 @@ def image_job(
         speculative,
     )
     seed = secrets.randbelow(MAX_SEED) if body.seed is None else body.seed
-    return ImageJob(body.prompt, body.n, settings, seed, prompt_tokens, body.stream)
+    job = ImageJob(body.prompt, body.n, settings, seed, prompt_tokens, body.stream)
+    job.output_format, job.output_compression = body.output_format, body.output_compression
+    return job
+
+
+async def edit_job(
+    pipe: LuminaMGPTPipeline,
+    limits: Limits,
+    body: ImageEditRequest,
+    image: bytes,
+    mask: bytes | None,
+    model_id: str,
+) -> EditJob:
+    """A validated edit job: the editing task's message (`{prompt} <|image|>`) on the uploaded image."""
+    _check_request(body, limits, model_id)
+    canvas = None if body.size in (None, "auto") else request_size(body.size, pipe.preset.canvas, limits)
+    picture = _upload(image, limits, "image")
+    alpha = None
+    if mask is not None:
+        held = _upload(mask, limits, "mask")
+        if "A" not in held.getbands():
+            raise APIError(
+                400, "the mask needs an alpha channel (transparent where the image is edited)", "mask"
+            )
+        if held.size != picture.size:
+            raise APIError(
+                400,
+                f"the mask is {held.width}x{held.height} but the image {picture.width}x{picture.height}",
+                "mask",
+            )
+        alpha = held.getchannel("A")
+    picture = to_rgb(picture)
+    content = task_message("edit", body.prompt, *(canvas or pipe.preset.canvas))
+    messages = [{"role": "user", "content": content, "images": [picture]}]
+    try:
+        prepared = await asyncio.to_thread(pipe.prepare_chat, messages, *(canvas or (None, None)))
+    except LuminaError as error:
+        raise APIError(400, str(error), "size" if canvas else "image") from None
+    start = [pipe.layout.image_start_id]
+    request = ChatRequest(prepared.ids + start, prepared.width, prepared.height, start)
+    try:
+        pipe.check_size(request.width, request.height, len(request.ids))
+    except LuminaError as error:
+        raise APIError(400, str(error), "size") from None
+    settings = ChatSettings(
+        cfg_scale=body.cfg_scale,
+        temperature=body.temperature,
+        top_k=body.top_k,
+        top_p=body.top_p,
+        max_new_tokens=block_length(request.width, request.height, pipe.layout) - 1,
+        speculative=_speculative(body.speculative),
+    )
+    seed = secrets.randbelow(MAX_SEED) if body.seed is None else body.seed
+    job = EditJob(request, body.n, settings, seed, picture, alpha, body.stream)
+    job.output_format, job.output_compression = body.output_format, body.output_compression
+    return job
+
+
+def _check_request(body: ImageGenerationRequest, limits: Limits, model_id: str) -> None:
+    """The checks an image request's common fields need: model, response format, n, prompt."""
+    _check_model(body.model, model_id)
+    if body.response_format == "url":
+        raise APIError(
+            400,
+            "response_format 'url' is not supported (this server stores no files); use 'b64_json'",
+            "response_format",
+            "unsupported_response_format",
+        )
+    if body.n > limits.max_images:
+        raise APIError(
+            400, f"n is {body.n}; this server makes at most {limits.max_images} images per request", "n"
+        )
+    _check_text(body.prompt, limits, "prompt")
+    if IMAGE_PLACEHOLDER in body.prompt:
+        raise APIError(400, f"a prompt cannot hold {IMAGE_PLACEHOLDER}", "prompt")
+
+
+def _upload(data: bytes, limits: Limits, param: str) -> Image.Image:
+    try:
+        return image_from_bytes(data, limits.max_input_pixels, f"the {param} file")
+    except LuminaError as error:
+        raise APIError(400, str(error), param) from None
 
 
 async def chat_job(
@@ -247,7 +366,9 @@ async def chat_job(
         max_new_tokens=max_new_tokens,
         speculative=_speculative(body.speculative),
     )
-    return ChatJob(messages, (width, height), settings, seed, body.stream)
+    job = ChatJob(messages, (width, height), settings, seed, body.stream)
+    job.image_markdown = body.image_markdown
+    return job
 
 
 def chat_messages(body: ChatCompletionRequest, limits: Limits) -> list[dict]:
@@ -260,6 +381,12 @@ def chat_messages(body: ChatCompletionRequest, limits: Limits) -> list[dict]:
             else message.content
         )
         text, images = [], []
+        if message.images:
+            if message.role != "assistant" or not isinstance(message.content, str):
+                raise APIError(
+                    400, "only assistant messages with text content carry 'images'", f"messages.{i}.images"
+                )
+            parts = _with_reply_images(message.content, message.images)
         for j, part in enumerate(parts):
             if part.type == "text":
                 if IMAGE_PLACEHOLDER in part.text:
@@ -285,6 +412,19 @@ def chat_messages(body: ChatCompletionRequest, limits: Limits) -> list[dict]:
         messages.append({"role": message.role, "content": "".join(text), "images": images})
     _check_text("".join(m["content"] for m in messages), limits, "messages")
     return messages
+
+
+def _with_reply_images(content: str, images: list) -> list:
+    """Content parts of an assistant reply sent back as `content` + `images` (each at its `offset`)."""
+    parts, at = [], 0
+    for image in sorted(images, key=lambda image: image.offset):
+        offset = min(max(image.offset, at), len(content))
+        parts += [
+            TextPart(type="text", text=content[at:offset]),
+            ImagePart(type="image_url", image_url=image.image_url),
+        ]
+        at = offset
+    return [*parts, TextPart(type="text", text=content[at:])]
 
 
 def request_size(size: str | None, default: tuple[int, int], limits: Limits) -> tuple[int, int]:

@@ -15,15 +15,16 @@ _DATA_URL = re.compile(
 )
 
 
-def png_base64(image: Image.Image) -> str:
-    """The image as a base64 PNG."""
+def encoded_base64(image: Image.Image, output_format: str = "png", compression: int | None = None) -> str:
+    """The image as base64 PNG, JPEG or WebP (`compression`: JPEG/WebP quality 0..100, default 95)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    options = {} if output_format == "png" else {"quality": 95 if compression is None else compression}
+    image.save(buffer, format=output_format.upper(), **options)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def png_data_url(image: Image.Image) -> str:
-    return "data:image/png;base64," + png_base64(image)
+    return "data:image/png;base64," + encoded_base64(image)
 
 
 def image_from_data_url(url: str, max_pixels: int) -> Image.Image:
@@ -43,6 +44,11 @@ def image_from_data_url(url: str, max_pixels: int) -> Image.Image:
         data = base64.b64decode(re.sub(r"\s+", "", match["data"]), validate=True)  # MIME wraps lines
     except (binascii.Error, ValueError):
         raise LuminaError("the image data URL holds invalid base64") from None
+    return to_rgb(image_from_bytes(data, max_pixels, "the image data URL"))
+
+
+def image_from_bytes(data: bytes, max_pixels: int, what: str = "the image file") -> Image.Image:
+    """The decoded image (its own mode, alpha kept) of an image file's bytes of at most `max_pixels` pixels."""
     try:
         image = Image.open(io.BytesIO(data))
         if image.width * image.height > max_pixels:
@@ -50,8 +56,7 @@ def image_from_data_url(url: str, max_pixels: int) -> Image.Image:
                 f"the image is {image.width}x{image.height}; this server takes at most "
                 f"{max_pixels} pixels per input image"
             )
-        return to_rgb(image)
+        image.load()
+        return image
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        raise LuminaError(
-            "the image data URL does not hold a readable image (PNG, JPEG, WebP, ...)"
-        ) from None
+        raise LuminaError(f"{what} does not hold a readable image (PNG, JPEG, WebP, ...)") from None

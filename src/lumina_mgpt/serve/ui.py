@@ -1,10 +1,13 @@
-"""The web UI at `/ui` (Gradio): text-to-image with live row-by-row previews, and a multimodal chat.
+"""The web UI at `/ui` (Gradio): text-to-image with live row-by-row previews, every task from presets (the
+exact message of each task, with an example image), and a multimodal chat that keeps the latest image.
 
-Both tabs build the API's own request bodies and go through its validation and batcher, so UI and API
+The tabs build the API's own request bodies and go through its validation and batcher, so UI and API
 requests share decode batches and limits. Needs `gradio` (the `serve` extra).
 """
 
 import math
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI
@@ -12,15 +15,17 @@ from PIL import Image
 from pydantic import ValidationError
 
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.tasks import TASKS
 from lumina_mgpt.pipeline import LuminaMGPTPipeline
-from lumina_mgpt.serve.app import reply_parts, validation_error
+from lumina_mgpt.serve.app import validation_error
 from lumina_mgpt.serve.batcher import Batcher
 from lumina_mgpt.serve.jobs import APIError, chat_job, image_job
 from lumina_mgpt.serve.limits import Limits
 from lumina_mgpt.serve.media import png_data_url
+from lumina_mgpt.serve.presets import draws_from_words, example_image, presets_for
 from lumina_mgpt.serve.schemas import ChatCompletionRequest, ImageGenerationRequest
 from lumina_mgpt.text import IMAGE_PLACEHOLDER
-from lumina_mgpt.unirep import buckets
+from lumina_mgpt.unirep import block_length, buckets, parse_size
 
 UI_PATH = "/ui"
 
@@ -51,6 +56,13 @@ def size_presets(pipe: LuminaMGPTPipeline, limits: Limits) -> list[str]:
 def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
     pipe, limits, preset = batcher.pipe, batcher.limits, batcher.pipe.preset
     sizes = size_presets(pipe, limits)
+    tasks = {p.name: p for p in presets_for(pipe.layout.name)}
+    files = Path(tempfile.mkdtemp(prefix="lumina-ui-"))  # example images and downloads
+    examples = {}
+    for name, task in tasks.items():
+        if task.example is not None:
+            examples[name] = files / f"example_{len(examples)}.png"
+            Image.fromarray(example_image(task.example, *preset.canvas)).save(examples[name])
 
     async def generate(
         prompt: str,
@@ -104,46 +116,81 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
         finally:
             batcher.cancel(job)  # does nothing once finished; stops the work of a closed page
 
-    async def chat(
-        message: dict,
-        shown: list,
-        history: list,
-        size: str,
-        seed: float | None,
-        cfg: float,
-        max_tokens: float | None,
+    def fill_task(name: str, size: str):
+        """The preset's exact message for the chosen size, and its example image."""
+        task = tasks[name]
+        image = Image.open(examples[name]) if name in examples else None
+        return task.message(*parse_size(size)), image
+
+    async def run_task(
+        name: str, size: str, message: str, image: Image.Image | None, seed: float | None, cfg, tokens
     ):
-        files = [file["path"] if isinstance(file, dict) else file for file in message.get("files") or []]
-        parts = [{"type": "text", "text": message.get("text") or ""}]
-        for file in files:
-            with Image.open(file) as image:
-                parts.append({"type": "image_url", "image_url": {"url": png_data_url(image.convert("RGB"))}})
-        turn = {"role": "user", "content": parts}
-        body = _body(
-            ChatCompletionRequest,
-            messages=[*history, turn],
-            size=size,
-            seed=int(seed or 0),
-            cfg_scale=float(cfg),
-            max_tokens=int(max_tokens) if max_tokens else None,
+        task = tasks[name]
+        width, height = parse_size(size)
+        spec = TASKS[task.task]
+        if spec.images and image is None:
+            raise gr.Error(f"{name} needs an input image: upload one (or pick the preset again)")
+        pieces = message.split(IMAGE_PLACEHOLDER)
+        if len(pieces) > 1 and image is None:
+            raise gr.Error(f"the message holds {IMAGE_PLACEHOLDER} but there is no input image")
+        parts = [{"type": "text", "text": pieces[0]}]
+        for piece in pieces[1:]:
+            parts += [{"type": "image_url", "image_url": {"url": png_data_url(image.convert("RGB"))}}]
+            parts += [{"type": "text", "text": piece}]
+        drawn = task.frames if task.task == "frames" else 1  # images the task draws: the reply's room
+        budget = int(tokens) or min(
+            limits.max_new_tokens, drawn * block_length(width, height, pipe.layout) + 64
         )
+        body = _turn(parts, size, seed, cfg, budget)
+        result = await _answer(body, image.convert("RGB") if spec.prefix else None)
+        text = result.output.text.replace(IMAGE_PLACEHOLDER, " ").strip()
+        saved = _save(result.output.images, text, files)
+        count = len(result.output.images)
+        status = f"Done: {name}: {count} image(s) and {len(text)} character(s) in {result.metrics.decode_seconds:.1f} s."
+        return result.output.images, text, status, saved
+
+    async def _answer(body: ChatCompletionRequest, prefix: Image.Image | None):
         try:
             job = await chat_job(pipe, limits, body, model_id)
+            job.image_prefix = prefix
             batcher.submit(job)
         except APIError as error:
             raise gr.Error(error.message) from None
-        shown = [*shown, *_bubbles("user", parts[0]["text"], [Image.open(file) for file in files])]
-        yield gr.MultimodalTextbox(value=None, interactive=False), shown, history
         try:
-            result = await job.result()
+            return await job.result()
         except APIError as error:
             raise gr.Error(error.message) from None
         finally:
             batcher.cancel(job)
-        reply = {"role": "assistant", "content": reply_parts(result.output)}
-        text = result.output.text.replace(IMAGE_PLACEHOLDER, " ").strip()
-        shown = [*shown, *_bubbles("assistant", text, result.output.images)]
-        yield gr.MultimodalTextbox(value=None, interactive=True), shown, [*history, turn, reply]
+
+    async def chat(
+        message: dict,
+        shown: list,
+        latest: Image.Image | None,
+        size: str,
+        seed: float | None,
+        cfg: float,
+        max_tokens: float,
+    ):
+        """One turn, sent with its own images, else with the latest image (the last one uploaded or drawn)
+        unless the message is a task that draws from words alone; the context is that image, not the
+        earlier turns (which derail the models)."""
+        uploads = [file["path"] if isinstance(file, dict) else file for file in message.get("files") or []]
+        text = message.get("text") or ""
+        images = [Image.open(file).convert("RGB") for file in uploads]
+        if not images and latest is not None and not draws_from_words(text):
+            images = [latest]
+        parts = [{"type": "text", "text": text}]
+        parts += [{"type": "image_url", "image_url": {"url": png_data_url(image)}} for image in images]
+        body = _turn(parts, size, seed, cfg, int(max_tokens) or None)
+        shown = [*shown, *_bubbles("user", text, images if uploads else [])]
+        yield gr.MultimodalTextbox(value=None, interactive=False), shown, latest, None
+        result = await _answer(body, None)
+        reply = result.output.text.replace(IMAGE_PLACEHOLDER, " ").strip()
+        shown = [*shown, *_bubbles("assistant", reply, result.output.images)]
+        latest = (result.output.images or images or [latest])[-1]
+        saved = _save(result.output.images, reply, files)
+        yield gr.MultimodalTextbox(value=None, interactive=True), shown, latest, saved
 
     # no telemetry; Gradio's copies of shown images are deleted after an hour
     with gr.Blocks(
@@ -175,6 +222,57 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
                     status = gr.Markdown(elem_id="status")
             inputs = [prompt, size, n, cfg, top_k, temperature, seed, speculative]
             run.click(generate, inputs, [gallery, status], concurrency_limit=None)
+        with gr.Tab("Tasks"):
+            first = next(iter(tasks))
+            message0, image0 = fill_task(first, sizes[0])
+            with gr.Row():
+                with gr.Column(scale=2):
+                    task_name = gr.Dropdown(list(tasks), value=first, label="Task", elem_id="task-preset")
+                    task_size = gr.Dropdown(sizes, value=sizes[0], label="Size (W x H)", elem_id="task-size")
+                    task_message = gr.Textbox(
+                        message0,
+                        lines=4,
+                        max_length=limits.max_prompt_chars,
+                        label=f"Message ({IMAGE_PLACEHOLDER} is the input image)",
+                        elem_id="task-message",
+                    )
+                    task_image = gr.Image(
+                        image0, type="pil", image_mode="RGB", label="Input image", elem_id="task-image"
+                    )
+                    task_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                    task_cfg = gr.Slider(0.0, 16.0, value=preset.chat_cfg, step=0.5, label="CFG scale")
+                    task_tokens = gr.Slider(
+                        0,
+                        limits.max_new_tokens,
+                        value=0,
+                        step=1,
+                        label="Max new tokens (0: what the task needs)",
+                    )
+                    task_run = gr.Button("Run", variant="primary", elem_id="task-run")
+                with gr.Column(scale=3):
+                    task_gallery = gr.Gallery(label="Images", columns=2, format="png", elem_id="task-gallery")
+                    task_text = gr.Textbox(label="Text reply", interactive=False, elem_id="task-text")
+                    task_status = gr.Markdown(elem_id="task-status")
+                    task_files = gr.File(
+                        label="Download", file_count="multiple", interactive=False, elem_id="task-files"
+                    )
+            gr.Examples(
+                [[name, str(path)] for name, path in examples.items()],
+                [task_name, task_image],
+                label="Examples",
+                examples_per_page=len(examples) or 1,
+                elem_id="task-examples",
+            )
+            task_name.change(fill_task, [task_name, task_size], [task_message, task_image])
+            task_size.change(
+                lambda name, size: fill_task(name, size)[0], [task_name, task_size], task_message
+            )
+            task_run.click(
+                run_task,
+                [task_name, task_size, task_message, task_image, task_seed, task_cfg, task_tokens],
+                [task_gallery, task_text, task_status, task_files],
+                concurrency_limit=None,
+            )
         with gr.Tab("Chat"):
             chatbot = gr.Chatbot(label="Conversation", elem_id="chatbot", height=420)
             box = gr.MultimodalTextbox(
@@ -190,14 +288,15 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
                 )
                 chat_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                 chat_cfg = gr.Slider(0.0, 16.0, value=preset.chat_cfg, step=0.5, label="CFG scale")
-                max_tokens = gr.Number(
-                    value=None, precision=0, minimum=1, label="Max new tokens (empty: default)"
+                max_tokens = gr.Slider(
+                    0, limits.max_new_tokens, value=0, step=1, label="Max new tokens (0: default)"
                 )
-            history = gr.State([])
+            chat_files = gr.File(label="Download the last reply", file_count="multiple", interactive=False)
+            latest = gr.State(None)
             box.submit(
                 chat,
-                [box, chatbot, history, chat_size, chat_seed, chat_cfg, max_tokens],
-                [box, chatbot, history],
+                [box, chatbot, latest, chat_size, chat_seed, chat_cfg, max_tokens],
+                [box, chatbot, latest, chat_files],
                 concurrency_limit=None,
             )
     return demo
@@ -209,6 +308,31 @@ def _body(schema, **fields):
         return schema(**fields)
     except ValidationError as error:
         raise gr.Error(validation_error(error.errors()).message) from None
+
+
+def _turn(parts: list[dict], size: str, seed: float | None, cfg: float, max_tokens: int | None):
+    """The chat body of one user turn of content `parts`."""
+    return _body(
+        ChatCompletionRequest,
+        messages=[{"role": "user", "content": parts}],
+        size=size,
+        seed=int(seed or 0),
+        cfg_scale=float(cfg),
+        max_tokens=max_tokens,
+    )
+
+
+def _save(images: list[Image.Image], text: str, folder: Path) -> list[str]:
+    """A reply's images (PNG) and text as files to download, in a fresh subfolder of `folder`."""
+    out = Path(tempfile.mkdtemp(dir=folder))
+    paths = []
+    for k, image in enumerate(images):
+        image.save(out / f"image_{k:03d}.png")
+        paths.append(str(out / f"image_{k:03d}.png"))
+    if text:
+        (out / "reply.txt").write_text(text + "\n", encoding="utf-8")
+        paths.append(str(out / "reply.txt"))
+    return paths
 
 
 def _bubbles(role: str, text: str, images: list[Image.Image]) -> list[dict]:
