@@ -35,7 +35,7 @@ def pipe(folder):
 
 @pytest.fixture(scope="module")
 def url(folder):
-    with server_process("--model", str(folder), "--no-ui", "--log-level", "warning") as url:
+    with server_process("--model", str(folder), "--no-ui", "--threads", "1", "--log-level", "warning") as url:
         yield url
 
 
