@@ -5,6 +5,7 @@ text-to-image is unaffected (the Uni-Rep grammar never allows an image start ins
 """
 
 import base64
+import contextlib
 import io
 import json
 import shutil
@@ -551,41 +552,43 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def launch_chromium(driver, chromium: str, profile, height: int):
-    """Debian's chromium (no browser download), headless, in a fresh profile, 1280 px wide."""
-    return driver.chromium.launch_persistent_context(
-        profile, executable_path=chromium, args=CHROMIUM_FLAGS, viewport={"width": 1280, "height": height}
-    )
-
-
-def test_web_ui_generates_and_chats_in_a_real_browser(client, url, tmp_path):
+@contextlib.contextmanager
+def real_browser(profile, height: int):
+    """Debian's chromium (no browser download), headless, in a fresh profile, 1280 px wide; skips without it."""
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("chromium is not installed (run .ci/install-browser)")
-    from playwright.sync_api import sync_playwright  # drives Debian's chromium: no browser download
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as driver:
-        browser = launch_chromium(driver, chromium, tmp_path / "profile", 900)
+        browser = driver.chromium.launch_persistent_context(
+            profile, executable_path=chromium, args=CHROMIUM_FLAGS, viewport={"width": 1280, "height": height}
+        )
         try:
-            page = browser.new_page()
-            page.goto(f"{url}/ui/")
-            page.locator("#prompt textarea").fill("a red star", timeout=60_000)
-            page.locator("#generate").click()
-            page.locator("#status").get_by_text("Done:").wait_for(timeout=60_000)
-            image = page.locator("#gallery img").first
-            image.wait_for()
-            source = image.get_attribute("src")
-            page.screenshot(path=str(tmp_path / "ui.png"), full_page=True)
-            # the chat tab: upload an image with a question; the (image-favouring) model answers with images
-            Image.fromarray(np.full((32, 32, 3), (200, 40, 40), dtype=np.uint8)).save(tmp_path / "red.png")
-            page.get_by_role("tab", name="Chat").click()
-            page.locator("#chat-input input[type=file]").set_input_files(tmp_path / "red.png")
-            page.locator("#chat-input textarea").fill("Describe the image.")
-            page.locator("#chat-input textarea").press("Enter")
-            page.locator("#chatbot img").nth(1).wait_for(timeout=60_000)  # the upload, then a drawn image
-            page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+            yield browser
         finally:
             browser.close()
+
+
+def test_web_ui_generates_and_chats_in_a_real_browser(client, url, tmp_path):
+    with real_browser(tmp_path / "profile", 900) as browser:
+        page = browser.new_page()
+        page.goto(f"{url}/ui/")
+        page.locator("#prompt textarea").fill("a red star", timeout=60_000)
+        page.locator("#generate").click()
+        page.locator("#status").get_by_text("Done:").wait_for(timeout=60_000)
+        image = page.locator("#gallery img").first
+        image.wait_for()
+        source = image.get_attribute("src")
+        page.screenshot(path=str(tmp_path / "ui.png"), full_page=True)
+        # the chat tab: upload an image with a question; the (image-favouring) model answers with images
+        Image.fromarray(np.full((32, 32, 3), (200, 40, 40), dtype=np.uint8)).save(tmp_path / "red.png")
+        page.get_by_role("tab", name="Chat").click()
+        page.locator("#chat-input input[type=file]").set_input_files(tmp_path / "red.png")
+        page.locator("#chat-input textarea").fill("Describe the image.")
+        page.locator("#chat-input textarea").press("Enter")
+        page.locator("#chatbot img").nth(1).wait_for(timeout=60_000)  # the upload, then a drawn image
+        page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
     shown = np.asarray(Image.open(io.BytesIO(httpx.get(httpx.URL(url).join(source)).content)).convert("RGB"))
     api = client.post(GENERATIONS, json={"prompt": "a red star", "seed": 0}).json()  # the UI's defaults
     assert np.array_equal(shown, png(api["data"][0]["b64_json"]))
