@@ -11,6 +11,7 @@ from lumina_mgpt.generate.cli import chat, generate
 from lumina_mgpt.hub_cli import download
 from lumina_mgpt.serve.cli import serve
 from lumina_mgpt.train.cli import train
+from lumina_mgpt.train.finetune_cli import finetune
 from lumina_mgpt.vq.cli import reconstruct, train_vq
 from lumina_mgpt.world.cli import evaluate, train_tokenizer
 
@@ -43,6 +44,7 @@ for name, command in [
     ("reconstruct", reconstruct),
     ("pretokenize", pretokenize),
     ("train", train),
+    ("finetune", finetune),
     ("train-vq", train_vq),
     ("train-tokenizer", train_tokenizer),
     ("serve", serve),

@@ -44,12 +44,17 @@ def pretokenize(
     ] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per VQ encoder pass.")] = 16,
     device: Annotated[str, typer.Option("--device", help="Device of the image tokenizer.")] = "cpu",
+    force: Annotated[
+        bool, typer.Option("--force", help="Go on although the image tokenizer reconstructs the data badly.")
+    ] = False,
 ) -> None:
     """Tokenise image-caption or conversation records into shards for `lumina-mgpt train`.
 
     Re-running skips finished shards; several workers (--rank/--world-size, or torchrun) split the shards.
+    First the image tokenizer's PSNR on a sample of the images is checked against its own training figure.
     """
     # torch and diffusers are imported on use, so that `lumina-mgpt --help` stays quick
+    from lumina_mgpt.data.guard import check_fit, measure_fit, reference_psnr
     from lumina_mgpt.data.pretokenize import default_area
     from lumina_mgpt.data.pretokenize import pretokenize as run_pretokenize
     from lumina_mgpt.hub import DEFAULT_MODEL
@@ -63,12 +68,16 @@ def pretokenize(
     token_layout = TokenLayout.from_tokenizer(tokenizer, layout)
     if area is None:
         area = default_area(token_layout)
+    vq = load_image_tokenizer(image_tokenizer, device=device)
+    typer.echo(
+        check_fit(measure_fit(records, vq, area, reference_psnr(image_tokenizer)), image_tokenizer, force)
+    )
     report = run_pretokenize(
         records,
         out,
         tokenizer=TextTokenizer.from_folder(tokenizer),
         layout=token_layout,
-        image_tokenizer=load_image_tokenizer(image_tokenizer, device=device),
+        image_tokenizer=vq,
         area=area,
         seed=seed,
         records_per_shard=records_per_shard,

@@ -199,13 +199,13 @@ def _read_record(text: str, line: int, base: Path, area: int, seed: int) -> _Rec
     if "conversations" in record:
         paths = record.get("images", record.get("image", []))
         paths = [paths] if isinstance(paths, str) else paths
-        images = [_load_image(base, p, area) for p in paths]
+        images = [load_image(base, p, area) for p in paths]
         messages = [_message(turn, i) for i, turn in enumerate(record["conversations"])]
         return _Record(line, messages, images, str(record.get("task", "conversation")))
     path, caption = record.get("image", record.get("image_path")), record.get("caption", record.get("prompt"))
     if not isinstance(path, str) or not isinstance(caption, str):
         raise LuminaError("expected 'image' and 'caption' strings, or 'conversations'")
-    image = _load_image(base, path, area)
+    image = load_image(base, path, area)
     prompt = t2i_prompt(caption, *image.size)
     key = str(record.get("id", line))
     if np.random.default_rng([seed, zlib.crc32(key.encode())]).random() < SIZELESS_PROMPT_RATE:
@@ -224,7 +224,7 @@ def _message(turn: Any, index: int) -> Message:
     return Message(role=role, content=content)
 
 
-def _load_image(base: Path, path: Any, area: int) -> Image.Image:
+def load_image(base: Path, path: Any, area: int) -> Image.Image:
     if not isinstance(path, str):
         raise LuminaError(f"image path must be a string, got {path!r}")
     try:
@@ -235,3 +235,18 @@ def _load_image(base: Path, path: Any, area: int) -> Image.Image:
         raise LuminaError(f"image {path} not found") from None
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise LuminaError(f"cannot read image {path} ({err})") from None
+
+
+def record_image_paths(records: Path) -> list[str]:
+    """The image paths the lines of `records` name, in order (lines that are not valid records skipped)."""
+    paths = []
+    for text in records.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        named = record.get("images", record.get("image", record.get("image_path", [])))
+        paths += [p for p in ([named] if isinstance(named, str) else named) if isinstance(p, str)]
+    return paths

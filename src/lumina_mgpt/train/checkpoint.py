@@ -3,6 +3,8 @@
 A checkpoint is the folder `step-N` holding the sharded model and optimiser, the step, the data position and
 each rank's RNG states. It is written as `step-N.tmp` and renamed once every rank has finished, so a crash
 mid-write leaves the previous checkpoint the latest complete one. The newest `keep` checkpoints are kept.
+With `trainable_only` (LoRA) the model part holds only the trainable weights: the frozen ones are the base
+model's, loaded again when the run resumes.
 """
 
 import os
@@ -18,7 +20,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.train.distributed import Runtime
@@ -32,8 +34,9 @@ PAUSE_ENV = "LUMINA_MGPT_CHECKPOINT_PAUSE"
 class Checkpointer:
     """Saves and restores model, optimiser, RNG states and extra values under `folder`."""
 
-    def __init__(self, folder: str | os.PathLike, keep: int, runtime: Runtime):
+    def __init__(self, folder: str | os.PathLike, keep: int, runtime: Runtime, trainable_only: bool = False):
         self.folder, self.keep, self.runtime = Path(folder), keep, runtime
+        self.options = StateDictOptions(ignore_frozen_params=trainable_only, strict=not trainable_only)
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint, or None."""
@@ -50,7 +53,7 @@ class Checkpointer:
         if self.runtime.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
         dist.barrier()
-        model_state, optimizer_state = get_state_dict(model, optimizer)
+        model_state, optimizer_state = get_state_dict(model, optimizer, options=self.options)
         state = {
             "model": model_state,
             "optimizer": optimizer_state,
@@ -71,7 +74,7 @@ class Checkpointer:
     ) -> dict[str, Any]:
         """Restore model, optimiser and this rank's RNG states from `path`; return `extra` (a template of the
         saved extra values, e.g. `{"step": 0}`) filled with the saved ones."""
-        model_state, optimizer_state = get_state_dict(model, optimizer)
+        model_state, optimizer_state = get_state_dict(model, optimizer, options=self.options)
         state = {"model": model_state, "optimizer": optimizer_state, **extra}
         rng_key = _rng_key(self.runtime.rank)
         try:
@@ -91,7 +94,13 @@ class Checkpointer:
             dcp.load(state, checkpoint_id=path, planner=_WeightsOnlyLoadPlanner())
         except dcp.CheckpointException as error:  # every rank raises it: DCP gathers the failures
             raise unloadable_checkpoint(path, next(iter(error.failures.values()))[0]) from None
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+        set_state_dict(
+            model,
+            optimizer,
+            model_state_dict=state["model"],
+            optim_state_dict=state["optimizer"],
+            options=self.options,
+        )
         if has_rng:
             _set_rng_states(state[rng_key], self.runtime.device)
         return {key: state[key] for key in extra}

@@ -11,6 +11,8 @@ data_workers: 8                                     # processes making world sam
 dropout: 0.05                                       # residual dropout (overrides the model's)
 global_batch_size: 32                               # samples per optimiser step, over all ranks
 micro_batch_size: 4                                 # samples per forward pass on one rank
+lora: {rank: 8, alpha: 16, targets: [q_proj, v_proj]} # train LoRA adapters (peft) only; merged on export
+validation: {shards: [data/val], every: 50, captions: [a red disc], sample_every: 100}
 stages:                                             # FP-SFT stages / Omni-SFT mixtures, run in order
   - {name: fp-sft-256, area: 256, steps: 1000, lr: 2.0e-4,
      data: {shards: [data/t2i-256]}}
@@ -76,6 +78,32 @@ class Stage:
     warmup_steps: int = 0
 
 
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class LoraSettings:
+    """Low-rank adapters (peft) on the decoder's linear layers named `targets`; only they train, and the
+    export merges them into the weights. `alpha` defaults to 2 x rank."""
+
+    rank: int
+    alpha: float | None = None
+    targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    dropout: float = 0.0
+
+
+@dataclass
+class Validation:
+    """Held-out shards scored every `every` steps (and at the last); every `sample_every` steps (0: never)
+    images for `captions` are drawn with `seed` and saved as one grid, OUT/samples/step-N.png."""
+
+    shards: list[str]
+    every: int = 100
+    captions: list[str] = field(default_factory=list)
+    sample_every: int = 0
+    seed: int = 0
+
+
 @dataclass
 class TrainConfig:
     stages: list[Stage]
@@ -101,6 +129,8 @@ class TrainConfig:
     activation_checkpointing: bool | Auto = "auto"  # auto: on CUDA
     device: str | None = None  # default: this rank's CUDA device, else the CPU
     data_workers: int = 0  # processes making world samples ahead (0: in the training process)
+    lora: LoraSettings | None = None  # None: full fine-tuning
+    validation: Validation | None = None
 
     @property
     def total_steps(self) -> int:
@@ -164,6 +194,8 @@ def _resolve_paths(config: TrainConfig, base: Path) -> None:
     config.image_tokenizer = near(config.image_tokenizer)
     for stage in config.stages:
         stage.data.shards = [near(folder) for folder in stage.data.shards]
+    if config.validation is not None:
+        config.validation.shards = [near(folder) for folder in config.validation.shards]
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -287,6 +319,27 @@ def _check(config: TrainConfig, source: str) -> None:
         ("dropout", config.dropout, config.dropout is None or 0 <= config.dropout < 1, "in [0, 1)"),
         ("betas", list(config.betas), all(0 <= beta < 1 for beta in config.betas), "in [0, 1)"),
     ]
+    if config.lora is not None:
+        lora = config.lora
+        rules += [
+            ("lora.rank", lora.rank, lora.rank >= 1, "a positive integer"),
+            ("lora.alpha", lora.alpha, lora.alpha is None or lora.alpha > 0, "> 0"),
+            ("lora.dropout", lora.dropout, 0 <= lora.dropout < 1, "in [0, 1)"),
+            (
+                "lora.targets",
+                lora.targets,
+                bool(lora.targets) and set(lora.targets) <= set(LORA_TARGETS),
+                f"a non-empty list of {', '.join(LORA_TARGETS)}",
+            ),
+        ]
+    if config.validation is not None:
+        check = config.validation
+        rules += [
+            ("validation.shards", check.shards, bool(check.shards), "a non-empty list of folders"),
+            ("validation.every", check.every, check.every >= 1, "a positive integer"),
+            ("validation.sample_every", check.sample_every, check.sample_every >= 0, ">= 0"),
+            ("validation.seed", check.seed, check.seed >= 0, ">= 0"),
+        ]
     for i, stage in enumerate(config.stages):
         world, area = stage.data.world, stage.area
         rules += [

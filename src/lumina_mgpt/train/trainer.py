@@ -3,7 +3,9 @@
 Per step: this rank's share of the global batch, the context drop, micro-batches grouped by length with gradient
 accumulation, cross-entropy + z-loss normalised by the global target count, clipping, AdamW with the stage's
 warm-up + cosine rate. Checkpoints (DCP) resume automatically from the output folder; at the end the model is
-exported as an HF-format folder. With a time limit the run checkpoints and stops after the step that passes it
+exported as an HF-format folder with a model card (LoRA adapters merged into the weights). With `validation`
+the held-out loss is logged every N steps and sample images saved as a grid; each checkpoint redraws
+OUT/loss.png. With a time limit the run checkpoints and stops after the step that passes it
 (e.g. inside a batch job's or a lent machine's time), and the same command resumes it.
 """
 
@@ -27,13 +29,18 @@ from lumina_mgpt.model.checkpoint import load_transformer
 from lumina_mgpt.model.config import ChameleonConfig
 from lumina_mgpt.model.transformer import ChameleonTransformer
 from lumina_mgpt.text import TextTokenizer
+from lumina_mgpt.train.card import write_model_card
 from lumina_mgpt.train.checkpoint import Checkpointer
 from lumina_mgpt.train.config import TrainConfig
 from lumina_mgpt.train.distributed import Runtime, all_reduce_sum, init_distributed, shard_model
 from lumina_mgpt.train.export import export_model
+from lumina_mgpt.train.lora import add_adapters, trainable_parameters
 from lumina_mgpt.train.losses import count_targets, lm_losses
 from lumina_mgpt.train.metrics import MetricsLog
+from lumina_mgpt.train.plots import save_loss_curve
 from lumina_mgpt.train.schedule import learning_rate
+from lumina_mgpt.train.summary import first_step_summary, stage_summary, startup_summary
+from lumina_mgpt.train.validation import Validator
 from lumina_mgpt.unirep import buckets
 from lumina_mgpt.vocab import TokenLayout
 
@@ -61,10 +68,13 @@ def train(
         )
     run.checkpointer.remove_unfinished()  # left by a crash; not in `restore`, which also serves live exports
     model, optimizer, step, position = run.model, run.optimizer, run.step, run.position
+    validator = None if config.validation is None else Validator(config, runtime)
     log = MetricsLog(
         out, total_steps=config.total_steps, start_step=step, every=config.log_every, enabled=runtime.is_main
     )
+    first_step, started = step + 1, time.monotonic()
     try:  # closing the progress bar first puts an error on a line of its own
+        log.write(startup_summary(model, config, runtime, step))
         if run.latest is not None:
             log.write(f"resuming from {run.latest} (step {step})")
         source, source_stage = None, -1
@@ -75,7 +85,8 @@ def train(
                 source, source_stage = make_source(config, stage_index, runtime), stage_index
                 if position is not None and position["stage"] == stage_index:
                     source.load_state_dict(position["position"])
-                log.write(f"stage {stage.name!r}: {stage.steps} steps")
+                shards = source.samples.lengths.tolist() if isinstance(source, ShardSource) else None
+                log.write(stage_summary(stage.name, stage.steps, shards))
                 if isinstance(source, ShardSource) and source.too_long:
                     log.write(
                         f"  {source.too_long} samples longer than max_length {config.max_length} are skipped"
@@ -97,11 +108,21 @@ def train(
                         f"nothing was saved, the last checkpoint ({latest or 'none'}) is kept: lower the "
                         "stage's lr or check the data, then run again"
                     )
+            if validator is not None and validator.loss_due(step):
+                scalars["val_loss"] = validator.loss(model)
             log.step(step, tokens, scalars)
+            if step == first_step:
+                elapsed = time.monotonic() - started
+                log.write(first_step_summary(elapsed, config.total_steps - step, runtime.device))
+            if validator is not None and validator.samples_due(step):
+                grid = validator.save_samples(model, step, out / "samples", stage.area)
+                log.write(f"samples of step {step}: {grid}")
             stopping = deadline is not None and step < config.total_steps and _past(deadline, runtime)
             if stopping or step % config.checkpoint_every == 0 or step == config.total_steps:
                 data = json.dumps({"stage": stage_index, "position": source.state_dict()})
                 run.checkpointer.save(step, model, optimizer, {"step": step, "data": data})
+                if runtime.is_main:
+                    save_loss_curve(out)
             if stopping:
                 log.write(
                     f"time limit reached: stopped after step {step} of {config.total_steps}; the same "
@@ -111,6 +132,8 @@ def train(
     finally:
         log.close()
     folder = export_model(model, config, out / "model", runtime)
+    if runtime.is_main:
+        write_model_card(folder, config, out)
     dist.barrier()
     return folder
 
@@ -148,7 +171,10 @@ def export_latest(
     run = restore(config, Path(out), init_from, runtime)
     if run.latest is None:
         raise LuminaError(f"no complete checkpoint under {Path(out) / 'checkpoints'}")
-    return export_model(run.model, config, dest, runtime)
+    folder = export_model(run.model, config, dest, runtime)
+    if runtime.is_main:
+        write_model_card(folder, config, Path(out))
+    return folder
 
 
 @dataclass
@@ -179,9 +205,14 @@ def restore(config: TrainConfig, out: Path, init_from: str | None, runtime: Runt
     )
     torch.manual_seed(config.seed + 1 + runtime.rank)  # dropout; checkpoints carry the state from here on
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.stages[0].lr, betas=config.betas, weight_decay=config.weight_decay
+        trainable_parameters(model),
+        lr=config.stages[0].lr,
+        betas=config.betas,
+        weight_decay=config.weight_decay,
     )
-    checkpointer = Checkpointer(out / "checkpoints", config.keep_checkpoints, runtime)
+    checkpointer = Checkpointer(
+        out / "checkpoints", config.keep_checkpoints, runtime, trainable_only=config.lora is not None
+    )
     step, position = 0, None
     latest = checkpointer.latest()
     if latest is not None:
@@ -245,6 +276,8 @@ def build_model(
             fields = {"vocab_size": vocab, **config.model} if vocab is not None else config.model
             full = ChameleonTransformer(ChameleonConfig.from_dict(fields, source="config: model"))
             full.init_weights()
+        if config.lora is not None:
+            add_adapters(full, config.lora, config.seed)
     payload = [full.config.to_dict() if full is not None else None]
     dist.broadcast_object_list(payload, src=0)
     model_config = ChameleonConfig.from_dict(payload[0])
@@ -257,6 +290,8 @@ def build_model(
         model_config.dropout = config.dropout
     with torch.device("meta"):
         model = ChameleonTransformer(model_config)
+        if config.lora is not None:
+            add_adapters(model, config.lora, config.seed)
     shard_model(model, bf16=bf16, activation_checkpointing=activation_checkpointing)
     model.to_empty(device=runtime.device)
     model.model.rotary.reset_parameters()  # a non-persistent buffer: in no state dict
