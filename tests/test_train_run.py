@@ -14,6 +14,7 @@ from train_fixtures import (  # noqa: F401 (one_thread: a fixture)
     one_thread,
     run_env,
     tiny_image_tokenizer,
+    tiny_model,
     tiny_text_tokenizer,
     train_command,
     write_config,
@@ -314,28 +315,13 @@ def test_shapes_world_run_learns_and_exports_a_loadable_model(tmp_path):
     assert image.size == (64, 64)
 
 
-def _start_model(folder: Path):
-    """A seeded 2-layer model of the tiny tokenizer's vocabulary, saved in `folder`."""
-    from lumina_mgpt.model import ChameleonConfig, ChameleonTransformer, save_transformer
-
-    torch.manual_seed(3)
-    start = ChameleonTransformer(
-        ChameleonConfig(
-            vocab_size=600, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2
-        )
-    )
-    start.init_weights()
-    save_transformer(start, folder)
-    return start
-
-
 def test_init_from_a_checkpoint_and_activation_checkpointing(tmp_path):
     import typer
     from typer.testing import CliRunner
 
     from lumina_mgpt.train.cli import train as train_command_function
 
-    start = _start_model(tmp_path / "start")
+    start = tiny_model(tmp_path / "start")
     write_synthetic_shards(tmp_path / "shards")
     app = typer.Typer()
     app.command()(train_command_function)
@@ -399,7 +385,7 @@ def test_init_from_a_checkpoint_and_activation_checkpointing(tmp_path):
 
 def test_an_export_carries_the_base_models_tokenizers_and_sampling_preset(tmp_path):
     base = tmp_path / "base"
-    _start_model(base)
+    tiny_model(base)
     tiny_text_tokenizer(base)
     tiny_image_tokenizer(base / "vq")
     (base / "sampling.json").write_text('{"speculative": "exact"}')

@@ -1,5 +1,6 @@
 """Tiny tokenizers, token shards and training configs for the data and training tests (no tests here)."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -119,3 +120,57 @@ def train_command(config: Path, out: Path, nproc: int = 1) -> list[str]:
 def run_env(**extra: str) -> dict[str, str]:
     """Environment of a training subprocess: one thread (the machine is shared), no GPU."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **extra}
+
+
+def coloured_pictures(folder: Path, n: int = 12, size: tuple[int, int] = (64, 64), seed: int = 0) -> Path:
+    """`n` pictures that are not shapes-world scenes: a linear gradient between two random colours with a
+    disc of a third, as PNGs `0.png` ...; and `data.jsonl` beside them, one caption record each."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    width, height = size
+    records = []
+    for i in range(n):
+        start, end = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+        t = np.linspace(0.0, 1.0, width)[None, :, None]
+        picture = Image.fromarray(np.repeat(start * (1 - t) + end * t, height, axis=0).astype(np.uint8))
+        r = int(rng.integers(width // 8, width // 3))
+        cx, cy = int(rng.integers(r, width - r)), int(rng.integers(r, height - r))
+        fill = tuple(int(c) for c in rng.integers(0, 256, 3))
+        ImageDraw.Draw(picture).ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        picture.save(folder / f"{i}.png")
+        records.append(json.dumps({"image": f"{i}.png", "caption": CAPTIONS[i % len(CAPTIONS)]}))
+    (folder / "data.jsonl").write_text("\n".join(records) + "\n")
+    return folder / "data.jsonl"
+
+
+def tiny_model(folder: Path):
+    """A seeded 2-layer model of the tiny tokenizer's vocabulary, saved in `folder`; returned."""
+    from lumina_mgpt.model import ChameleonConfig, ChameleonTransformer, save_transformer
+
+    torch.manual_seed(3)
+    model = ChameleonTransformer(
+        ChameleonConfig(
+            vocab_size=600, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2
+        )
+    )
+    model.init_weights()
+    save_transformer(model, folder)
+    return model
+
+
+def tiny_base_model(folder: Path, sampling: str | None = '{"speculative": "exact"}') -> Path:
+    """A model folder as `finetune --base` takes it: `tiny_model`, the tiny text tokenizer, a random tiny VQ
+    under vq/ and (unless None) `sampling.json`."""
+    tiny_model(folder)
+    tiny_text_tokenizer(folder)
+    tiny_image_tokenizer(folder / "vq")
+    if sampling is not None:
+        (folder / "sampling.json").write_text(sampling)
+    return folder
+
+
+def cli_command(*args: str) -> list[str]:
+    """The command line of `lumina-mgpt ARGS...` in a subprocess."""
+    return [sys.executable, "-c", "from lumina_mgpt.cli import app; app()", *args]

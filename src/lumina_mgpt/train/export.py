@@ -87,6 +87,8 @@ def plain_model(model: nn.Module, lora: LoraSettings | None, runtime: Runtime) -
         plain = ChameleonTransformer(model.config)
         if lora is not None:
             add_adapters(plain, lora, 0)
+    if lora is not None:  # merging writes into the weights, which may be the live model's own tensors
+        state = {name: tensor.clone() for name, tensor in state.items()}
     plain.load_state_dict(state, assign=True)
     plain.model.rotary.reset_parameters("cpu")  # a non-persistent buffer: in no state dict
     return merge_adapters(plain) if lora is not None else plain

@@ -69,6 +69,9 @@ def prepare(records: str | os.PathLike, run: str | os.PathLike, settings: Finetu
     area = settings.area or default_area(layout)
     data = run / "data"
     split = split_records(records, data, settings.val_fraction, settings.seed)
+    config = training_config(settings, files, layout.name, area, split.captions)
+    check_same_config(run / "config.yaml", config)  # before anything in the run folder changes
+    split.write(data)
     image_tokenizer = load_image_tokenizer(files.image_tokenizer)
     fit = measure_fit(data / "train.jsonl", image_tokenizer, area, reference_psnr(files.image_tokenizer))
     echo(check_fit(fit, str(settings.image_tokenizer or files.image_tokenizer), settings.force))
@@ -86,20 +89,30 @@ def prepare(records: str | os.PathLike, run: str | os.PathLike, settings: Finetu
             f"{part}: {report.samples} samples tokenised, {report.shards_already_done} shards already done, "
             f"{len(report.skipped)} records skipped"
         )
-    config = training_config(settings, files, layout.name, area, split.captions)
     return write_config(run / "config.yaml", config)
 
 
 @dataclass
 class Split:
-    train: int
-    val: int
-    captions: list[str]  # the first validation captions, drawn in the sample grids
+    """The records (JSONL lines) of each part and the first validation captions (for the sample grids)."""
+
+    parts: dict[str, list[str]]
+    captions: list[str]
+
+    def write(self, folder: Path) -> None:
+        """`folder/train.jsonl` and `folder/val.jsonl`, rewritten only when they change."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, rows in self.parts.items():
+            path, text = folder / f"{name}.jsonl", "".join(row + "\n" for row in rows)
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_text(text, encoding="utf-8")
+                os.replace(tmp, path)
 
 
 def split_records(records: Path, folder: Path, val_fraction: float, seed: int) -> Split:
-    """Write `folder/train.jsonl` and `folder/val.jsonl`: a seeded `val_fraction` of the records (at least one)
-    held out, image paths made relative to `folder`."""
+    """The records split: a seeded `val_fraction` of them (at least one) held out, image paths made relative
+    to `folder` (where `Split.write` puts them)."""
     try:
         lines = [line for line in records.read_text(encoding="utf-8").splitlines() if line.strip()]
     except FileNotFoundError:
@@ -115,20 +128,13 @@ def split_records(records: Path, folder: Path, val_fraction: float, seed: int) -
         raise LuminaError(f"--val-fraction {val_fraction} holds out every record of {records}; lower it")
     order = np.random.default_rng(seed).permutation(len(lines))
     val_rows = set(order[:held].tolist())
-    folder.mkdir(parents=True, exist_ok=True)
     moved = [_relocate(line, records.parent, folder) for line in lines]
     parts = {
         "train": [m for i, m in enumerate(moved) if i not in val_rows],
         "val": [m for i, m in enumerate(moved) if i in val_rows],
     }
-    for name, rows in parts.items():
-        path, text = folder / f"{name}.jsonl", "".join(row + "\n" for row in rows)
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
     captions = [c for c in map(_caption, parts["val"]) if c is not None][:VALIDATION_CAPTIONS]
-    return Split(len(parts["train"]), len(parts["val"]), captions)
+    return Split(parts, captions)
 
 
 def _relocate(line: str, source: Path, folder: Path) -> str:
@@ -203,20 +209,30 @@ def training_config(settings: FinetuneSettings, files, layout: str, area: int, c
     return config
 
 
-def write_config(path: Path, config: dict) -> Path:
-    """Write the run's config.yaml, checked first; a run folder whose config.yaml says otherwise is refused
-    (its checkpoints belong to other settings)."""
-    from lumina_mgpt.train.config import config_from_dict
+def check_same_config(path: Path, config: dict) -> None:
+    """Check `config`; refuse a run folder whose config.yaml says otherwise (its checkpoints belong to other
+    settings)."""
+    from lumina_mgpt.train.config import config_from_dict, read_yaml
 
     config_from_dict(config, str(path))
+    if not path.is_file():
+        return
+    old = _mapping_or_empty(read_yaml(path))
+    if old != config:
+        key = next(k for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k))
+        raise LuminaError(
+            f"{path} was written for other settings ({key!r} differs): rerun with the same options to "
+            "resume that run, or use another --out"
+        )
+
+
+def _mapping_or_empty(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def write_config(path: Path, config: dict) -> Path:
+    """Write the run's config.yaml (atomically; kept when it is there already)."""
     if path.is_file():
-        old = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if old != config:
-            key = next(k for k in sorted(set(old or {}) | set(config)) if (old or {}).get(k) != config.get(k))
-            raise LuminaError(
-                f"{path} was written for other settings ({key!r} differs): rerun with the same options to "
-                "resume that run, or use another --out"
-            )
         return path
     header = (
         "# Written by `lumina-mgpt finetune`; `lumina-mgpt train THIS_FILE --out OTHER_RUN` trains the same model.\n"
