@@ -55,7 +55,7 @@ def pretokenize(
     """
     # torch and diffusers are imported on use, so that `lumina-mgpt --help` stays quick
     from lumina_mgpt.data.guard import check_fit, measure_fit, reference_psnr
-    from lumina_mgpt.data.pretokenize import default_area
+    from lumina_mgpt.data.pretokenize import check_settings, default_area
     from lumina_mgpt.data.pretokenize import pretokenize as run_pretokenize
     from lumina_mgpt.hub import DEFAULT_MODEL
     from lumina_mgpt.text import TextTokenizer
@@ -69,9 +69,10 @@ def pretokenize(
     if area is None:
         area = default_area(token_layout)
     vq = load_image_tokenizer(image_tokenizer, device=device)
-    typer.echo(
-        check_fit(measure_fit(records, vq, area, reference_psnr(image_tokenizer)), image_tokenizer, force)
-    )
+    check_settings(vq, token_layout, area, rank, world_size)
+    if rank == 0:  # one worker checks the image tokenizer on the data
+        fit = measure_fit(records, vq, area, reference_psnr(image_tokenizer))
+        typer.echo(check_fit(fit, image_tokenizer, force))
     report = run_pretokenize(
         records,
         out,

@@ -20,7 +20,7 @@ from lumina_mgpt.vq.tokenizer import ImageTokenizer
 from lumina_mgpt.vq.train import TRAINING_FILE
 
 SAMPLE_IMAGES = 16
-MARGIN_DB = 6.0  # refused when the data's PSNR is more than this far below the tokenizer's own figure
+MARGIN_DB = 10.0  # refused more than this far below the tokenizer's own figure (10x its error power)
 
 
 @dataclass(frozen=True)

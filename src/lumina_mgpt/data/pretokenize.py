@@ -71,10 +71,7 @@ def pretokenize(
     progress: bool = True,
 ) -> PretokenizeReport:
     """Tokenise this rank's shards of `records` into `out`; see the module docstring."""
-    check_factor(image_tokenizer, layout)
-    _check_area(area, layout)
-    if not 0 <= rank < world_size:
-        raise LuminaError(f"rank {rank} is outside 0..{world_size - 1} (world size {world_size})")
+    check_settings(image_tokenizer, layout, area, rank, world_size)
     records, out = Path(records), Path(out)
     try:
         lines = records.read_text(encoding="utf-8").splitlines()
@@ -144,6 +141,16 @@ def pretokenize(
     bar.close()
     report.skipped.sort()
     return report
+
+
+def check_settings(
+    image_tokenizer: ImageTokenizer, layout: TokenLayout, area: int, rank: int = 0, world_size: int = 1
+) -> None:
+    """Refuse settings under which no record could be tokenised, before any work."""
+    check_factor(image_tokenizer, layout)
+    _check_area(area, layout)
+    if not 0 <= rank < world_size:
+        raise LuminaError(f"rank {rank} is outside 0..{world_size - 1} (world size {world_size})")
 
 
 def default_area(layout: TokenLayout, largest: int = 512) -> int:
