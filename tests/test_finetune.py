@@ -27,6 +27,7 @@ from lumina_mgpt.cli import app
 from lumina_mgpt.data.batch import collate
 from lumina_mgpt.data.shards import ShardSet
 from lumina_mgpt.model import load_transformer
+from lumina_mgpt.pipeline import LuminaMGPTPipeline
 from lumina_mgpt.train.checkpoint import PAUSE_ENV
 from lumina_mgpt.train.losses import count_targets, lm_losses
 
@@ -91,6 +92,8 @@ def test_full_and_lora_finetunes_lower_the_validation_loss_and_export_a_self_con
     assert Image.open(run / "samples" / "step-6.png").size == (64, 64 + 14)  # one caption held out
     assert (run / "model" / "sampling.json").read_text() == '{"speculative": "exact"}'
 
+    pipe = LuminaMGPTPipeline.from_pretrained(run / "model")  # no other argument
+    assert pipe.preset.speculative == "exact" and pipe.image_tokenizer.codebook_size == 64
     out = tmp_path / "generated"
     result = CliRunner().invoke(
         app, ["generate", "a red circle", "--model", str(run / "model"), "--out", str(out)]
@@ -120,21 +123,16 @@ def test_a_lora_finetune_killed_mid_run_resumes_bit_identical_to_train_on_its_co
     first.kill()
     first.communicate()
     assert [row["step"] for row in _rows(run)] == [1, 2, 3, 4]  # steps 3 and 4 are trained again
-    again = subprocess.run(command, env=run_env(), capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "0 records skipped" in again.stdout and "1 shards already done" in again.stdout  # cached
-    assert f"resuming from {run / 'checkpoints' / 'step-2'} (step 2)" in again.stdout + again.stderr
+    again = CliRunner().invoke(app, command[3:])  # the same command, here
+    assert again.exit_code == 0, again.output
+    assert "0 records skipped" in again.output and "1 shards already done" in again.output  # cached
+    assert f"resuming from {run / 'checkpoints' / 'step-2'} (step 2)" in again.output
     assert [row["step"] for row in _rows(run)] == [1, 2, 3, 4, 5, 6]
 
     # `train RUN/config.yaml` (the run's whole recipe) trains the same model, uninterrupted
     reference = tmp_path / "reference"
-    result = subprocess.run(
-        cli_command("train", str(run / "config.yaml"), "--out", str(reference)),
-        env=run_env(),
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = CliRunner().invoke(app, ["train", str(run / "config.yaml"), "--out", str(reference)])
+    assert result.exit_code == 0, result.output
     expected = load_file(reference / "model" / "model.safetensors")
     got = load_file(run / "model" / "model.safetensors")
     assert expected.keys() == got.keys()

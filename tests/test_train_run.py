@@ -53,7 +53,7 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 def _losses(out: Path) -> dict[int, float]:
-    """Loss per step (a resumed run logs the steps after its checkpoint again; the last entry wins)."""
+    """Loss per step."""
     return {
         row["step"]: row["loss"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
     }
