@@ -47,6 +47,10 @@ def test_the_walkthrough_runs_from_a_folder_of_pictures_to_generated_samples(tmp
     # the guard measured the new tokenizer against its own figure (training.json) and let the data through
     assert re.search(r"dB PSNR on 5 sampled images \(\d+\.\d dB on its own data\)\n", outputs["finetune"])
     assert (tmp_path / "my-run" / "model" / "README.md").is_file()
+    # the export carries the tokenizer's own figure, so fine-tuning the export again is checked the same way
+    assert (tmp_path / "my-run" / "model" / "vq" / "training.json").read_bytes() == (
+        tmp_path / "my-vq" / "tokenizer" / "training.json"
+    ).read_bytes()
     assert Image.open(next((tmp_path / "samples").glob("*.png"))).size == (64, 64)
 
 
