@@ -23,7 +23,8 @@ def save_loss_curve(run: Path) -> Path:
             axes.plot(*zip(*points, strict=True), label=label, marker="o" if key == "val_loss" else None)
     axes.set(xlabel="step", ylabel="cross-entropy (nats/token)", title=run.name)
     axes.grid(alpha=0.3)
-    axes.legend()
+    if rows:
+        axes.legend()
     path, tmp = run / LOSS_CURVE, run / f".{LOSS_CURVE}.tmp.png"
     figure.savefig(tmp)
     plt.close(figure)
