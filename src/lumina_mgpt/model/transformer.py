@@ -165,6 +165,14 @@ class DecoderLayer(nn.Module):
         return F.dropout(h, self.dropout, training=True) if self.training and self.dropout else h
 
 
+def document_mask(documents: torch.Tensor) -> torch.Tensor:
+    """Boolean attention mask `[B, 1, T, T]` of document indices `[B, T]` (packed rows): query t sees key s
+    when s <= t and both lie in the same document."""
+    length = documents.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=documents.device).tril()
+    return ((documents[:, :, None] == documents[:, None, :]) & causal)[:, None]
+
+
 class ChameleonModel(nn.Module):
     """Embedding, decoder layers and final norm: token ids to normalised hidden states."""
 
@@ -180,9 +188,10 @@ class ChameleonModel(nn.Module):
         input_ids: torch.Tensor,
         cache: KVCache | None = None,
         positions: torch.Tensor | None = None,
+        documents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         batch, length = input_ids.shape
-        mask = None
+        mask = None if documents is None else document_mask(documents)
         if cache is not None:
             positions, mask = cache.begin(length, positions)
         elif positions is None:
@@ -198,7 +207,8 @@ class ChameleonTransformer(nn.Module):
     """Chameleon decoder with an untied `lm_head`; parameter names match transformers' checkpoints.
 
     `forward(input_ids[B, T], cache=None, positions=None) -> logits[B, T, V]` in float32. Without a cache the
-    attention is plainly causal over the T tokens at positions 0..T-1 (or `positions`); with a cache row b's
+    attention is plainly causal over the T tokens at positions 0..T-1 (or `positions`), or with `documents`
+    (packed rows: each token's document index, `[B, T]`) causal within each document; with a cache row b's
     tokens are written at slots `cache.lengths[b] + t` and attend to the row's visible earlier slots.
     """
 
@@ -213,8 +223,9 @@ class ChameleonTransformer(nn.Module):
         input_ids: torch.Tensor,
         cache: KVCache | None = None,
         positions: torch.Tensor | None = None,
+        documents: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.logits(self.model(input_ids, cache, positions))
+        return self.logits(self.model(input_ids, cache, positions, documents))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Float32 logits for hidden states from `self.model` (e.g. only the rows' last positions)."""
