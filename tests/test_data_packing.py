@@ -10,7 +10,7 @@ from lumina_mgpt.data.batch import collate, micro_batches
 from lumina_mgpt.data.packing import PAD_DOCUMENT, collate_packed, pack_rows, padding_fraction
 from lumina_mgpt.data.shards import Sample
 from lumina_mgpt.model.config import ChameleonConfig
-from lumina_mgpt.model.transformer import ChameleonTransformer, document_mask
+from lumina_mgpt.model.transformer import ChameleonTransformer, Documents
 from lumina_mgpt.train.losses import count_targets, lm_losses
 
 VOCAB = 97
@@ -69,9 +69,17 @@ def test_collated_rows_restart_positions_and_keep_documents_apart():
     assert batch.positions.tolist() == [[0, 1, 2, 3, 0, 1, 2], [0, 1, 2, 0, 1, 2, 3]]
     assert batch.documents.tolist() == [[0, 0, 0, 0, 1, 1, 1], [0, 0, 0, *[PAD_DOCUMENT] * 4]]
     assert batch.labels[0, 4] == -100 and batch.labels[0, 5:].tolist() == b.labels[1:].tolist()
-    mask = document_mask(batch.documents)[0, 0]
-    assert mask[5].tolist() == [False] * 4 + [True, True, False]  # b's 2nd token sees b's first two only
-    assert mask.sum() == 10 + 6
+    assert Documents.of(batch.documents).spans == [[(0, 4), (4, 7)], [(0, 3), (3, 7)]]
+
+
+def test_attention_by_document_equals_sdpa_under_a_block_diagonal_mask():
+    torch.manual_seed(1)
+    documents = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 2, 2], [0, 0, 0, 0, 0, 0, -1, -1, -1]])
+    q, k, v = (torch.randn(2, 4, 9, 8) for _ in range(3))
+    allowed = (documents[:, :, None] == documents[:, None, :]) & torch.ones(9, 9, dtype=torch.bool).tril()
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
+    got = Documents.of(documents).attend(q, k, v, 0.0, False)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_packing_wastes_less_than_five_percent_where_padding_wastes_a_quarter():

@@ -2,7 +2,8 @@
 lengths (a 60-token question beside a 1,100-token edit) wastes almost nothing on padding.
 
 A packed row's tokens carry their document's index and a position that restarts at 0 in every document; the
-model's attention then sees only earlier tokens of the same document (`model.transformer.document_mask`), so each sample's loss
+model's attention then sees only earlier tokens of the same document (`model.transformer.Documents`: causal
+attention run by run, no compute spent on pairs across documents), so each sample's loss
 and gradient are what it gets alone. A document's first token is never a target (its BOS, or the first code of a
 context-dropped image block, which the sample alone does not predict either), so no loss crosses a boundary.
 """
