@@ -130,8 +130,10 @@ def main() -> None:
         padded = sum(len(g) * max(len(s) for s in g) for g in groups)
         print(f"  padding at micro-batch {size}: {1 - tokens / padded:.1%}")
     for length in (2048, 4096):
+        rows = pack_rows(samples, length)
         print(
-            f"  padding packed into rows of {length}: {padding_fraction(pack_rows(samples, length), 1):.1%}"
+            f"  packed into rows of {length}: {len(rows)} rows, {padding_fraction(rows, 2):.1%} padding "
+            f"at 2 rows per micro-batch, none at 1"
         )
 
     runs = [Run(name, VARIANTS[name], config, runtime, args.batch) for name in names]
