@@ -20,10 +20,9 @@ import torch
 
 from lumina_mgpt.data.batch import micro_batches
 from lumina_mgpt.data.packing import pack_rows, padding_fraction
-from lumina_mgpt.data.world_source import WorldSampler, WorldSpec
 from lumina_mgpt.train.config import load_config
 from lumina_mgpt.train.distributed import init_distributed
-from lumina_mgpt.train.trainer import build_model, train_step
+from lumina_mgpt.train.trainer import build_model, make_source, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "src" / "lumina_mgpt" / "models" / "shapes"
@@ -53,24 +52,12 @@ VARIANTS = {
 }
 
 
-def omni_batches(config, batch: int, count: int) -> list[list]:
-    """`count` global batches of the omni stage's world samples."""
-    index = max(
-        i for i, s in enumerate(config.stages) if s.data.world is not None and len(s.data.world.tasks) > 1
-    )
-    stage = config.stages[index]
-    spec = WorldSpec(
-        dict(stage.data.world.tasks),
-        stage.area,
-        config.tokenizer,
-        config.layout,
-        config.image_tokenizer,
-        config.seed,
-        config.max_length,
-        stage.data.world.max_aspect,
-    )
-    sampler = WorldSampler(spec)
-    return [sampler.samples(b, range(batch)) for b in range(count)]
+def omni_batches(config, runtime, batch: int, count: int) -> list[list]:
+    """`count` global batches of `batch` samples of the omni stage (the last world stage), as the trainer draws
+    them."""
+    index = max(i for i, s in enumerate(config.stages) if s.data.world is not None)
+    source = make_source(dataclasses.replace(config, global_batch_size=batch), index, runtime)
+    return [next(source) for _ in range(count)]
 
 
 class Run:
@@ -121,7 +108,7 @@ def main() -> None:
     config = dataclasses.replace(load_config(args.config), model=model | {"max_position_embeddings": 4096})
     runtime = init_distributed("cpu")
     torch.set_num_threads(1)
-    batches = omni_batches(config, args.batch, args.steps + 1)
+    batches = omni_batches(config, runtime, args.batch, args.steps + 1)
     samples = [s for b in batches for s in b]
     tokens = sum(len(s) for s in samples)
     print(f"omni mix: {len(samples)} samples, {tokens / len(samples):.0f} tokens on average")
