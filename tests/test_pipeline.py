@@ -255,6 +255,29 @@ def test_image_to_image_continues_the_given_upper_half(pipe):
     assert reply.tokens[:3] == [layout.image_start_id, layout.size_token_id(4), layout.size_token_id(2)]
 
 
+@pytest.mark.parametrize(("width", "height"), [(160, 96), (96, 160), (64, 64)])
+def test_image_prefix_is_the_upper_half_in_whole_grid_rows(pipe, width, height):
+    """The benchmark's landscape and portrait canvases halve into whole grid rows but not whole 32-px units:
+    the given upper half is kept as it is (48 px of 96, 80 of 160), not squashed to a unit."""
+    half = height // 2
+    upper = scene(width, half, 5)
+    content = task_message("i2i", "a photo of a red star", width, height, map_name="edge map")
+    request = pipe.prepare_chat([{"role": "user", "content": content}], width, height, image_prefix=upper)
+    layout, rows = pipe.layout, half // pipe.layout.latent_factor
+    given = pipe.image_tokenizer.encode_image(Image.fromarray(upper))
+    assert given.shape == (rows, width // layout.latent_factor)
+    assert request.prefix[:3] == [
+        layout.image_start_id,
+        layout.size_token_id(height // 32),
+        layout.size_token_id(width // 32),
+    ]
+    assert torch.equal(layout.code_of_id[torch.tensor(request.prefix[3:])].view(rows, -1)[:, :-1], given)
+    assert request.ids[-len(request.prefix) :] == request.prefix and (request.width, request.height) == (
+        width,
+        height,
+    )
+
+
 def _replies_match(alone, together) -> None:
     assert [r.tokens for r in together] == [r.tokens for r in alone]
     assert [r.text for r in together] == [r.text for r in alone]
@@ -324,7 +347,6 @@ def test_chat_input_errors(pipe):
     for bad, message in [
         (dict(width=0, height=64), "cannot generate 0x64"),
         (dict(images=Image.new("RGB", (32, 32))), "'images' must be a list of images"),
-        (dict(image_prefix=Image.new("RGB", (64, 64)), width=64, height=32), "at least 64 px high, got 32"),
     ]:
         images = bad.pop("images", None)
         with pytest.raises(LuminaError, match=re.escape(message)):

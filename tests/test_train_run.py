@@ -59,6 +59,17 @@ def _losses(out: Path) -> dict[int, float]:
     }
 
 
+def _assert_same_run(one: Path, two: Path) -> None:
+    """Two runs of the 6-step tiny config logged the same losses and exported the same weights (fp32 tolerance)."""
+    one_losses, two_losses = _losses(one), _losses(two)
+    assert list(one_losses) == list(two_losses) == [1, 2, 3, 4, 5, 6]
+    for step in one_losses:
+        assert two_losses[step] == pytest.approx(one_losses[step], rel=1e-5), step
+    expected, got = _weights(one), _weights(two)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5)
+
+
 def _train_here(config: Path, out: Path, time_limit: float | None = None) -> Path | None:
     import torch.distributed as dist
 
@@ -268,14 +279,22 @@ def test_two_ranks_under_torchrun_follow_the_single_process_loss_curve(tmp_path)
     one_output = one.communicate()[0]
     assert one.returncode == 0, one_output[-2000:]
     assert two.returncode == 0, two.stderr[-2000:]
-    one_losses, two_losses = _losses(tmp_path / "one"), _losses(tmp_path / "two")
-    assert list(one_losses) == list(two_losses) == [1, 2, 3, 4, 5, 6]
     # same global batches, context drops and initial weights; only summation order and padding differ
-    for step in one_losses:
-        assert two_losses[step] == pytest.approx(one_losses[step], rel=1e-5), step
-    expected, got = _weights(tmp_path / "one"), _weights(tmp_path / "two")
-    for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5)
+    _assert_same_run(tmp_path / "one", tmp_path / "two")
+
+
+def test_packed_rows_on_two_ranks_follow_the_padded_single_process_run(tmp_path):
+    """Packing with document masks changes no loss and no weight: rows of one or two samples, one row per
+    micro-batch, so the ranks have different numbers of micro-batches (the one with fewer runs idle ones)."""
+    write_synthetic_shards(tmp_path / "shards")
+    padded = write_config(tmp_path / "padded.yaml", micro_batch_size=4)
+    packed = write_config(tmp_path / "packed.yaml", micro_batch_size=1, pack_length=40)
+    _train_here(padded, tmp_path / "one")
+    two = subprocess.run(
+        train_command(packed, tmp_path / "two", nproc=2), env=run_env(), capture_output=True, text=True
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    _assert_same_run(tmp_path / "one", tmp_path / "two")
 
 
 def test_shapes_world_run_learns_and_exports_a_loadable_model(tmp_path):

@@ -20,6 +20,7 @@ from lumina_mgpt.unirep import (
     nearest_bucket,
     parse_size,
     parse_t2i_prompt,
+    prefix_height,
     t2i_prompt,
 )
 from lumina_mgpt.vocab import TokenLayout
@@ -267,3 +268,12 @@ def test_parse_size_takes_ascii_wxh_only():
     ]:
         with pytest.raises(LuminaError, match=r"^canvas .* is not 'WxH' in pixels with ASCII digits"):
             parse_size(text, "canvas")
+
+
+def test_prefix_height_is_half_the_canvas_in_whole_grid_rows():
+    """Not whole 32-px units: 48 px of a 96 px canvas (6 rows of 8 px, or 3 of 16 px)."""
+    heights = (32, 64, 96, 128, 160, 224)
+    assert [prefix_height(h, V2) for h in heights] == [16, 32, 48, 64, 80, 112]
+    assert [prefix_height(h, V1) for h in heights] == [16, 32, 48, 64, 80, 112]
+    with pytest.raises(LuminaError, match="not a positive multiple of 32 px"):
+        prefix_height(100, V2)

@@ -42,6 +42,7 @@ from lumina_mgpt.unirep import (
     decode_image_block,
     encode_image_block,
     image_block_prefix,
+    prefix_height,
     t2i_prompt,
 )
 from lumina_mgpt.vocab import TokenLayout, ours_image_token_name, v1_image_token_name
@@ -369,8 +370,9 @@ class LuminaMGPTPipeline:
         images are resized to that canvas when it is given, else kept if their size is a bucket of the preset
         canvas area, else fitted to the nearest bucket, and the canvas is the last input image's size (or the
         preset canvas). `image_prefix` starts the reply with that image as the upper
-        part of the canvas (v2 image-to-image: canvas by default the prefix's width and twice its height); the
-        reply then includes the prefix, so the returned image is the whole canvas.
+        half of the canvas, in whole grid rows (v2 image-to-image: canvas by default the prefix's width and
+        twice its height; see `unirep.prefix_height`); the reply then includes the prefix, so the returned image
+        is the whole canvas.
         """
         if isinstance(messages, str | bytes | dict) or not all(isinstance(m, dict) for m in messages):
             raise LuminaError("a chat is a list of message dicts, e.g. [{'role': 'user', 'content': 'Hi'}]")
@@ -401,12 +403,7 @@ class LuminaMGPTPipeline:
             width = upper.width if width is None else width
             height = 2 * upper.height if height is None else height
             self.check_size(width, height)
-            unit = self.layout.size_unit_px
-            if height < 2 * unit:
-                raise LuminaError(
-                    f"an image prefix is the upper part of a canvas at least {2 * unit} px high, got {height} px"
-                )
-            upper = _cover(upper, (width, max(unit, height // 2 // unit * unit)))
+            upper = _cover(upper, (width, prefix_height(height, self.layout)))
             codes = self.image_tokenizer.encode_image(upper).cpu()
             prefix = image_block_prefix(codes, height, self.layout).tolist()
         width, height = self._canvas(width, height, sizes[-1] if sizes else None)

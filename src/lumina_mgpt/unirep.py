@@ -80,6 +80,13 @@ def image_block_prefix(codes: torch.Tensor, height: int, layout: TokenLayout) ->
     return torch.cat([image_block_header(width, height, layout).to(codes.device), rows])
 
 
+def prefix_height(height: int, layout: TokenLayout) -> int:
+    """Pixel height of the given upper half of a `height` px canvas (v2 image-to-image): half the canvas in
+    whole grid rows (rounded down, at least one), e.g. 48 px of a 96 px canvas at 8 px per row."""
+    canvas_rows, _ = latent_grid(layout.size_unit_px, height, layout)
+    return max(1, canvas_rows // 2) * layout.latent_factor
+
+
 def decode_image_block(ids: torch.Tensor | list[int], layout: TokenLayout) -> torch.Tensor:
     """A closed Uni-Rep block -> codes LongTensor[h, w]; raises LuminaError saying what is wrong and where.
 

@@ -23,7 +23,7 @@ from lumina_mgpt.text import Message, TextTokenizer
 from lumina_mgpt.unirep import buckets
 from lumina_mgpt.vocab import TokenLayout
 from lumina_mgpt.vq import load_image_tokenizer
-from lumina_mgpt.world import TASK_KINDS, sample_task
+from lumina_mgpt.world import TASK_KINDS, Task, sample_task
 from lumina_mgpt.world.scene import MIN_SIDE
 
 MAX_ATTEMPTS = 100
@@ -109,12 +109,16 @@ class WorldSampler:
     ) -> tuple[str, list[Message], list[Image.Image]]:
         rng = np.random.default_rng([self.spec.seed, batch, index, attempt])
         kind = self.kinds[int(rng.choice(len(self.kinds), p=self.weights[canvas]))]
-        task = sample_task(kind, rng, *self.canvases[canvas])
-        messages = [Message(role=m["role"], content=m["content"]) for m in task.messages]
-        return kind, messages, [Image.fromarray(image) for m in task.messages for image in m["images"]]
+        return kind, *task_conversation(sample_task(kind, rng, *self.canvases[canvas]))
 
     def _fits(self, sample: Sample) -> bool:
         return self.spec.max_length is None or len(sample) <= self.spec.max_length
+
+
+def task_conversation(task: Task) -> tuple[list[Message], list[Image.Image]]:
+    """A task's true conversation as training messages, and its images in order of their placeholders."""
+    messages = [Message(role=m["role"], content=m["content"]) for m in task.messages]
+    return messages, [Image.fromarray(image) for m in task.messages for image in m["images"]]
 
 
 class WorldSource:

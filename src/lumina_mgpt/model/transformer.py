@@ -1,6 +1,7 @@
 """ChameleonTransformer: the decoder-only Chameleon network, with transformers' parameter names."""
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,44 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos[:, :, None] + rotated * sin[:, :, None]
 
 
+class Documents(NamedTuple):
+    """Packed rows: `spans[b]` are the (start, end) runs of equal document index of row b, covering the row.
+    Attention is causal within each run and never crosses one (each sample sees only itself)."""
+
+    spans: list[list[tuple[int, int]]]
+
+    @classmethod
+    def of(cls, documents: torch.Tensor) -> "Documents":
+        """The runs of document indices `[B, T]` (one host read per forward)."""
+        length, spans = documents.shape[1], []
+        for row in documents:
+            cuts = (torch.nonzero(row[1:] != row[:-1]).flatten() + 1).tolist()
+            spans.append(list(zip([0, *cuts], [*cuts, length], strict=True)))
+        return cls(spans)
+
+    def attend(self, q, k, v, dropout_p: float, enable_gqa: bool) -> torch.Tensor:
+        """Causal SDPA of each run on its own, `[B, heads, T, head_dim]`: no compute on masked-out pairs."""
+        rows = []
+        for b, spans in enumerate(self.spans):
+            rows.append(
+                torch.cat(
+                    [
+                        F.scaled_dot_product_attention(
+                            q[b : b + 1, :, s:e],
+                            k[b : b + 1, :, s:e],
+                            v[b : b + 1, :, s:e],
+                            is_causal=True,
+                            dropout_p=dropout_p,
+                            enable_gqa=enable_gqa,
+                        )
+                        for s, e in spans
+                    ],
+                    dim=2,
+                )
+            )
+        return torch.cat(rows)
+
+
 class Attention(nn.Module):
     def __init__(self, config: ChameleonConfig, layer_index: int) -> None:
         super().__init__()
@@ -94,7 +133,7 @@ class Attention(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
         cache: KVCache | None,
-        mask: torch.Tensor | None,
+        mask: torch.Tensor | Documents | None,
     ) -> torch.Tensor:
         batch, length, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(batch, length, self.heads, self.head_dim))
@@ -104,15 +143,13 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, head_dim]
         if cache is not None:
             k, v = cache.update(self.layer_index, k, v)
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            is_causal=mask is None,
-            dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.kv_heads != self.heads,
-        )
+        dropout, gqa = self.dropout if self.training else 0.0, self.kv_heads != self.heads
+        if isinstance(mask, Documents):
+            out = mask.attend(q, k, v, dropout, gqa)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout, enable_gqa=gqa
+            )
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
 
 
@@ -148,7 +185,7 @@ class DecoderLayer(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
         cache: KVCache | None = None,
-        mask: torch.Tensor | None = None,
+        mask: torch.Tensor | Documents | None = None,
     ) -> torch.Tensor:
         if self.swin_norm:
             h = self.input_layernorm(self.self_attn(x, rope, cache, mask))
@@ -180,9 +217,10 @@ class ChameleonModel(nn.Module):
         input_ids: torch.Tensor,
         cache: KVCache | None = None,
         positions: torch.Tensor | None = None,
+        documents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         batch, length = input_ids.shape
-        mask = None
+        mask = None if documents is None else Documents.of(documents)
         if cache is not None:
             positions, mask = cache.begin(length, positions)
         elif positions is None:
@@ -198,7 +236,8 @@ class ChameleonTransformer(nn.Module):
     """Chameleon decoder with an untied `lm_head`; parameter names match transformers' checkpoints.
 
     `forward(input_ids[B, T], cache=None, positions=None) -> logits[B, T, V]` in float32. Without a cache the
-    attention is plainly causal over the T tokens at positions 0..T-1 (or `positions`); with a cache row b's
+    attention is plainly causal over the T tokens at positions 0..T-1 (or `positions`), or with `documents`
+    (packed rows: each token's document index, `[B, T]`) causal within each document; with a cache row b's
     tokens are written at slots `cache.lengths[b] + t` and attend to the row's visible earlier slots.
     """
 
@@ -213,8 +252,9 @@ class ChameleonTransformer(nn.Module):
         input_ids: torch.Tensor,
         cache: KVCache | None = None,
         positions: torch.Tensor | None = None,
+        documents: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.logits(self.model(input_ids, cache, positions))
+        return self.logits(self.model(input_ids, cache, positions, documents))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Float32 logits for hidden states from `self.model` (e.g. only the rows' last positions)."""

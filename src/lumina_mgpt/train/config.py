@@ -13,6 +13,7 @@ global_batch_size: 32                               # samples per optimiser step
 micro_batch_size: 4                                 # samples per forward pass on one rank
 lora: {rank: 8, alpha: 16, targets: [q_proj, v_proj]} # train LoRA adapters (peft) only; merged on export
 validation: {shards: [data/val], every: 50, captions: [a red disc], sample_every: 100}
+pack_length: 2048                                   # optional: rows of packed samples (micro_batch_size rows)
 stages:                                             # FP-SFT stages / Omni-SFT mixtures, run in order
   - {name: fp-sft-256, area: 256, steps: 1000, lr: 2.0e-4,
      data: {shards: [data/t2i-256]}}
@@ -131,6 +132,7 @@ class TrainConfig:
     data_workers: int = 0  # processes making world samples ahead (0: in the training process)
     lora: LoraSettings | None = None  # None: full fine-tuning
     validation: Validation | None = None
+    pack_length: int | None = None  # pack samples into rows of this many tokens (micro_batch_size: rows)
 
     @property
     def total_steps(self) -> int:
@@ -312,6 +314,7 @@ def _check(config: TrainConfig, source: str) -> None:
     rules += [
         ("seed", config.seed, config.seed >= 0, ">= 0"),
         ("data_workers", config.data_workers, config.data_workers >= 0, ">= 0"),
+        ("pack_length", config.pack_length, config.pack_length is None or config.pack_length >= 1, ">= 1"),
         ("z_loss_weight", config.z_loss_weight, config.z_loss_weight >= 0, ">= 0"),
         ("weight_decay", config.weight_decay, config.weight_decay >= 0, ">= 0"),
         ("grad_clip", config.grad_clip, config.grad_clip > 0, "> 0"),

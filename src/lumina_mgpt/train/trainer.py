@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
 from lumina_mgpt.data.batch import collate, context_drop_flags, drop_context, micro_batches
+from lumina_mgpt.data.packing import idle_batch, packed_micro_batches
 from lumina_mgpt.data.sampler import rank_share
 from lumina_mgpt.data.shards import Sample
 from lumina_mgpt.data.sources import ShardSource
@@ -233,13 +234,20 @@ def train_step(
     """One optimiser step on this rank's `samples`; returns the global scalars and token count."""
     flags = context_drop_flags(config.seed, step, config.global_batch_size, config.context_drop)
     samples = drop_context(samples, rank_share(flags, runtime.rank, runtime.world_size))
-    micro = [collate(group) for group in micro_batches(samples, config.micro_batch_size)]
+    if config.pack_length is None:
+        micro = [(*collate(group), None, None) for group in micro_batches(samples, config.micro_batch_size)]
+    else:  # rows of several samples; ranks with fewer micro-batches run idle ones to keep step
+        micro = packed_micro_batches(samples, config.pack_length, config.micro_batch_size)
+        most = torch.tensor(len(micro), device=runtime.device)
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        micro += [idle_batch()] * (int(most) - len(micro))
     local_tokens = sum(len(s) for s in samples)
-    (targets,) = all_reduce_sum([sum(count_targets(labels) for _, labels in micro)], runtime.device)
+    (targets,) = all_reduce_sum([sum(count_targets(batch[1]) for batch in micro)], runtime.device)
     sums = torch.zeros(2, dtype=torch.float64, device=runtime.device)
-    for index, (ids, labels) in enumerate(micro):
+    for index, (ids, labels, positions, documents) in enumerate(micro):
         model.set_requires_gradient_sync(index == len(micro) - 1)
-        logits = model(ids.to(runtime.device))
+        packing = {} if positions is None else dict(positions=positions, documents=documents)
+        logits = model(ids.to(runtime.device), **{k: v.to(runtime.device) for k, v in packing.items()})
         cross_entropy, z_loss = lm_losses(logits, labels.to(runtime.device), max(targets, 1.0))
         # FSDP averages gradients over ranks; the losses are already shares of the global mean
         ((cross_entropy + config.z_loss_weight * z_loss) * runtime.world_size).backward()

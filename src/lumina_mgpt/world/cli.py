@@ -34,33 +34,36 @@ def pipeline_generate_fn(pipe, batch_size: int = 32):
     return generate
 
 
-def pipeline_chat_fn(pipe, batch_size: int = 32):
-    """The benchmark's `chat_fn` over a pipeline, `batch_size` conversations per decode batch. A trailing
-    assistant message with an image becomes the reply's given upper half (v2 i2i); drawn images take the canvas
-    named in the request ("... of WxH ..."), else the size of the latest input image (tasks answer on the same
-    canvas). A conversation the model cannot take (too long) gets an empty reply with its "error"."""
+def chat_request(pipe, messages: list[dict]):
+    """The pipeline's prepared chat for a benchmark conversation. A trailing assistant message with an image
+    becomes the reply's given upper half (v2 i2i); drawn images take the canvas named in the request
+    ("... of WxH ..."), else the size of the latest input image (tasks answer on the same canvas)."""
     import numpy as np
 
-    def request(messages: list[dict]):
-        prefix = None
-        if messages[-1]["role"] == "assistant":
-            prefix, messages = messages[-1]["images"][0], messages[:-1]
-        named = _CANVAS_IN_PROMPT.search(messages[-1]["content"])
-        images = [np.asarray(image) for m in messages for image in m.get("images") or []]
-        if named:
-            width, height = int(named[1]), int(named[2])
-        elif images and prefix is None:
-            height, width = images[-1].shape[:2]
-        else:
-            width = height = None
-        return pipe.prepare_chat(messages, width, height, image_prefix=prefix)
+    prefix = None
+    if messages[-1]["role"] == "assistant":
+        prefix, messages = messages[-1]["images"][0], messages[:-1]
+    named = _CANVAS_IN_PROMPT.search(messages[-1]["content"])
+    images = [np.asarray(image) for m in messages for image in m.get("images") or []]
+    if named:
+        width, height = int(named[1]), int(named[2])
+    elif images and prefix is None:
+        height, width = images[-1].shape[:2]
+    else:
+        width = height = None
+    return pipe.prepare_chat(messages, width, height, image_prefix=prefix)
+
+
+def pipeline_chat_fn(pipe, batch_size: int = 32):
+    """The benchmark's `chat_fn` over a pipeline, `batch_size` conversations per decode batch, each prepared by
+    `chat_request`. A conversation the model cannot take (too long) gets an empty reply with its "error"."""
 
     def chat(conversations: list[list[dict]], seeds: list[int]) -> list[dict]:
         replies: list[dict] = [{"text": "", "images": []} for _ in conversations]
         answerable, requests = [], []
         for k, messages in enumerate(conversations):
             try:
-                requests.append(request(messages))
+                requests.append(chat_request(pipe, messages))
                 answerable.append(k)
             except LuminaError as error:  # e.g. a conversation grown past the context by the model's replies
                 replies[k]["error"] = str(error)
