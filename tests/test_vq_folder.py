@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from lumina_mgpt.cli import app
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.vq import load_image_tokenizer
-from lumina_mgpt.vq.evaluate import psnr
+from lumina_mgpt.vq.evaluate import psnr, reconstruct
 from lumina_mgpt.vq.folder import FolderBatches, load_images, random_crop
 from lumina_mgpt.vq.train import PRESETS, TrainConfig, train
 
@@ -110,3 +110,35 @@ def test_reconstruct_prints_the_psnr_of_the_image(tmp_path):
     assert result.exit_code == 0, result.output
     expected = psnr(np.asarray(Image.open(source)), np.asarray(Image.open(tmp_path / "out.png")))
     assert f"PSNR {expected:.2f} dB" in result.output
+
+
+def _gradients(folder, n, seed, size=32):
+    """`n` trivial pictures: a vertical gradient between two random colours."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, size)[:, None, None]
+    for i in range(n):
+        a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+        picture = np.broadcast_to((1 - t) * a + t * b, (size, size, 3)).astype(np.uint8)
+        Image.fromarray(picture).save(folder / f"{i}.png")
+    return np.stack([np.asarray(Image.open(folder / f"{i}.png")) for i in range(n)])
+
+
+def test_held_out_psnr_improves_with_training_steps(tmp_path):
+    _gradients(tmp_path / "train", 8, seed=0)
+    held_out = _gradients(tmp_path / "held-out", 4, seed=1)
+    quality = {}
+    for steps in (2, 30):
+        config = _tiny(tmp_path / "train", steps=steps)
+        config.data.batch_size, config.optim.lr, config.optim.warmup = 8, 3e-3, 5
+        train(config, tmp_path / f"run{steps}", show_progress=False)
+        tokenizer = load_image_tokenizer(tmp_path / f"run{steps}" / "tokenizer")
+        quality[steps] = psnr(held_out, reconstruct(tokenizer, held_out)[0])
+    assert quality[30] > quality[2] + 0.5, quality  # measured: 12.25 -> 13.08 dB
+
+
+def test_bad_patch_and_crop_fraction_are_one_line_errors():
+    with pytest.raises(LuminaError, match=r"data.patch must be a multiple of 8 px up to .* \(32\), not 12"):
+        TrainConfig.from_dict({**PRESETS["tiny"], "data": {"canvases": [[32, 32]], "patch": 12}})
+    with pytest.raises(LuminaError, match=r"data.crop_fraction must be \[low, high\]"):
+        TrainConfig.from_dict({"data": {"crop_fraction": [0.5, 1.5]}})

@@ -1,4 +1,6 @@
-"""Training images from a folder: loading with one-line errors, random crops/resizes to the buckets."""
+"""Training images from a folder: loading with one-line errors, random crops/resizes to the buckets, and
+random patches of those (the f8 convolutions do not care about the image size, so small patches train as well
+per pixel and many more images fit in a step)."""
 
 from pathlib import Path
 
@@ -45,11 +47,17 @@ def load_images(folder: str | Path, min_side: int) -> list[np.ndarray]:
     return images
 
 
-def random_crop(image: np.ndarray, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-    """A random crop of `image` with the aspect ratio of `width`x`height` (30-100 % of the largest such
-    crop, side), resized to that size, flipped left-right half the time."""
+def random_crop(
+    image: np.ndarray,
+    width: int,
+    height: int,
+    rng: np.random.Generator,
+    fraction: tuple[float, float] = (0.3, 1.0),
+) -> np.ndarray:
+    """A random crop of `image` with the aspect ratio of `width`x`height` (a `fraction` of the largest such
+    crop, side, drawn uniformly), resized to that size, flipped left-right half the time."""
     h, w = image.shape[:2]
-    scale = min(w / width, h / height) * rng.uniform(0.3, 1.0)
+    scale = min(w / width, h / height) * rng.uniform(*fraction)
     cw, ch = max(1, round(width * scale)), max(1, round(height * scale))
     left, top = rng.integers(w - cw + 1), rng.integers(h - ch + 1)
     crop = Image.fromarray(image[top : top + ch, left : left + cw]).resize((width, height), Image.BICUBIC)
@@ -67,12 +75,31 @@ def centre_crop(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(crop.resize((width, height), Image.BICUBIC))
 
 
-class FolderBatches(Dataset):
-    """Item `t` is step t's batch, `uint8[B, H, W, 3]`: one canvas, random crops of random images, from the
-    seed `(seed, t)` (so a resumed run sees the same batches)."""
+def random_patch(image: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
+    """A random `side`x`side` window of `image` (at most its own size)."""
+    h, w = image.shape[:2]
+    ph, pw = min(side, h), min(side, w)
+    top, left = rng.integers(h - ph + 1), rng.integers(w - pw + 1)
+    return image[top : top + ph, left : left + pw]
 
-    def __init__(self, images: list[np.ndarray], canvases: list[tuple[int, int]], batch_size: int, seed: int):
+
+class FolderBatches(Dataset):
+    """Item `t` is step t's batch, `uint8[B, H, W, 3]`: one canvas, random crops of random images resized to
+    it (`crop_fraction`: see `random_crop`), or, with `patch`, a random `patch`-pixel window of each such crop
+    (`patch` at most the canvases' shorter sides); all from the seed `(seed, t)` (so a resumed run sees the
+    same batches)."""
+
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        canvases: list[tuple[int, int]],
+        batch_size: int,
+        seed: int,
+        patch: int | None = None,
+        crop_fraction: tuple[float, float] = (0.3, 1.0),
+    ):
         self.images, self.canvases, self.batch_size, self.seed = images, canvases, batch_size, seed
+        self.patch, self.crop_fraction = patch, crop_fraction
 
     def __len__(self) -> int:
         return 1 << 62
@@ -81,4 +108,7 @@ class FolderBatches(Dataset):
         rng = np.random.default_rng([self.seed, step])
         width, height = self.canvases[rng.integers(len(self.canvases))]
         picks = rng.integers(len(self.images), size=self.batch_size)
-        return torch.from_numpy(np.stack([random_crop(self.images[i], width, height, rng) for i in picks]))
+        crops = [random_crop(self.images[i], width, height, rng, self.crop_fraction) for i in picks]
+        if self.patch:
+            crops = [random_patch(crop, self.patch, rng) for crop in crops]
+        return torch.from_numpy(np.stack(crops))

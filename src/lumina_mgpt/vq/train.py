@@ -108,6 +108,10 @@ class DataConfig:
     batch_size: int = 32
     workers: int = 0
     images: str | None = None  # a folder of training images instead of the shapes world
+    # folder images: crops of this fraction (side) of the largest one are resized to a canvas; with `patch`,
+    # a random patch x patch window of each is trained on (at most the canvases' shorter side)
+    crop_fraction: tuple[float, float] = (0.3, 1.0)
+    patch: int | None = None
 
 
 @dataclass
@@ -164,6 +168,22 @@ class TrainConfig:
         config.data.canvases = [tuple(c) for c in config.data.canvases]
         config.run.eval_canvases = [tuple(c) for c in config.run.eval_canvases]
         config.model.block_out_channels = tuple(config.model.block_out_channels)
+        config.data.crop_fraction = tuple(config.data.crop_fraction)
+        if not 0 < config.data.crop_fraction[0] <= config.data.crop_fraction[1] <= 1:
+            raise LuminaError(f"{source}: data.crop_fraction must be [low, high] with 0 < low <= high <= 1")
+        factor = (
+            config.model.patch_size
+            if config.model.architecture == PATCH_PALETTE
+            else 2 ** (len(config.model.block_out_channels) - 1)
+        )
+        shortest = min(min(c) for c in config.data.canvases)
+        if config.data.patch is not None and not (
+            0 < config.data.patch <= shortest and config.data.patch % factor == 0
+        ):
+            raise LuminaError(
+                f"{source}: data.patch must be a multiple of {factor} px up to the shortest canvas side "
+                f"({shortest}), not {config.data.patch}"
+            )
         if bad := sorted(set(config.data.mix) - set(KINDS)):
             raise LuminaError(f"{source}: unknown image kind(s) {bad} in data.mix (known: {sorted(KINDS)})")
         if config.quantizer.kind not in ("ema", "straight_through"):
@@ -413,7 +433,10 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
     if images is None:
         source: Dataset = SceneBatches(config.data, config.run.seed)
     else:
-        source = FolderBatches(images, config.data.canvases, config.data.batch_size, config.run.seed)
+        data = config.data
+        source = FolderBatches(
+            images, data.canvases, data.batch_size, config.run.seed, data.patch, tuple(data.crop_fraction)
+        )
     batches = DataLoader(
         source,
         batch_size=None,
