@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_generate_helpers import ours_folder
 from test_model_kv_cache import tiny_config
 
 from lumina_mgpt.errors import LuminaError
@@ -158,3 +159,29 @@ def test_torchrun_generate_writes_one_process_png(tmp_path, speculative):
     split = _generate(tmp_path / "split", "--speculative", speculative, ranks=RANKS)
     assert split == alone
     assert sorted(p.name for p in (tmp_path / "split").iterdir()) == ["image_000.png", "settings.json"]
+
+
+def _eval(model, out, ranks: int = 1) -> dict[str, bytes]:
+    """Every file `lumina-mgpt eval` writes for a tiny model (one prompt per text-to-image category; the omni
+    tasks' long random replies would take minutes under gloo), alone or under torchrun with `ranks` ranks; the
+    output folder's name in them is replaced by OUT."""
+    script = shutil.which("lumina-mgpt")
+    command = [script]
+    if ranks > 1:
+        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={ranks}", script]
+    args = ["eval", "--model", str(model), "--out", str(out), "--prompts", "1", "--canvas", "64x64"]
+    args += ["--tasks", "none", "--device", "cpu"]
+    args += ["--tensor-parallel", str(ranks)] if ranks > 1 else []
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command + args, check=True, capture_output=True, env=env, timeout=240)
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    return {str(p.relative_to(out)): p.read_bytes().replace(str(out).encode(), b"OUT") for p in files}
+
+
+@pytest.mark.slow
+def test_torchrun_eval_writes_one_process_scores_and_images(tmp_path):
+    model = ours_folder(tmp_path / "model")
+    alone = _eval(model, tmp_path / "alone")
+    assert {"summary.json", "items.jsonl", "settings.json"} < set(alone)
+    assert any(name.endswith(".png") for name in alone)
+    assert _eval(model, tmp_path / "split", ranks=RANKS) == alone  # rank 0 alone wrote, the same bytes
