@@ -14,7 +14,7 @@ from test_generate_helpers import ours_folder
 from test_model_kv_cache import tiny_config
 
 from lumina_mgpt.errors import LuminaError
-from lumina_mgpt.model import ChameleonTransformer, KVCache
+from lumina_mgpt.model import ChameleonTransformer, KVCache, load_transformer, save_transformer
 from lumina_mgpt.model.parallel import (
     apply_tensor_parallel,
     cache_heads,
@@ -62,6 +62,11 @@ def model_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in local)
 
 
+def local_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """This rank's part of every parameter (DTensor shards as their local tensors)."""
+    return {k: v.to_local() if hasattr(v, "to_local") else v for k, v in model.state_dict().items()}
+
+
 def _worker(rank: int, port: int, folder: str) -> None:
     os.environ.update(
         RANK=str(rank),
@@ -75,6 +80,12 @@ def _worker(rank: int, port: int, folder: str) -> None:
     for name in CONFIGS:
         model = apply_tensor_parallel(tiny_model(name), mesh)
         torch.save(decode_logits(model), f"{folder}/{name}-{rank}.pt")
+        sharded = load_transformer(f"{folder}/{name}", mesh=mesh)  # reads only this rank's slices
+        full_then_split = apply_tensor_parallel(load_transformer(f"{folder}/{name}"), mesh)
+        torch.save(
+            {"sharded": local_state(sharded), "split": local_state(full_then_split)},
+            f"{folder}/{name}-loaded-{rank}.pt",
+        )
     torch.save(torch.tensor(model_bytes(model)), f"{folder}/bytes-{rank}.pt")
     torch.distributed.destroy_process_group()
 
@@ -88,6 +99,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ranks_logits(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("tp")
+    for name in CONFIGS:
+        save_transformer(tiny_model(name), folder / name)
     mp.spawn(_worker, args=(_free_port(), str(folder)), nprocs=RANKS)
     return str(folder)
 
@@ -101,6 +114,17 @@ def test_two_ranks_give_one_process_logits(ranks_logits, name):
         for step, (a, b) in enumerate(zip(got, expected, strict=True)):
             assert a.shape == b.shape, step
             torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=f"{name} call {step}, rank {rank}")
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_shard_by_shard_loading_gives_the_shards_of_the_full_model(ranks_logits, name):
+    for rank in range(RANKS):
+        loaded = torch.load(f"{ranks_logits}/{name}-loaded-{rank}.pt", weights_only=True)
+        sharded, split = loaded["sharded"], loaded["split"]
+        assert sharded.keys() == split.keys()
+        for key, tensor in sharded.items():
+            assert tensor.shape == split[key].shape and torch.equal(tensor, split[key]), (rank, key)
+        assert sharded["lm_head.weight"].shape[0] == (49 if rank == 0 else 48)  # 97 rows: an uneven split
 
 
 def test_each_rank_holds_about_half_the_model(ranks_logits):

@@ -33,7 +33,7 @@ from lumina_mgpt.generate.sampling import SamplingSettings, row_seeds
 from lumina_mgpt.generate.speculative import SpeculativeSettings, speculative_settings
 from lumina_mgpt.hub import resolve_model
 from lumina_mgpt.model import ChameleonTransformer, load_transformer
-from lumina_mgpt.model.parallel import apply_tensor_parallel, tensor_parallel_mesh
+from lumina_mgpt.model.parallel import tensor_parallel_mesh
 from lumina_mgpt.model.quantize import quantize_weights
 from lumina_mgpt.text import IMAGE_PLACEHOLDER, TextTokenizer, serialize, split_response
 from lumina_mgpt.unirep import (
@@ -140,11 +140,9 @@ class LuminaMGPTPipeline:
         kind = detect_kind(tokenizer)
         if not given:
             image_tokenizer = load_image_tokenizer(files.image_tokenizer, device=device)
-        transformer = load_transformer(folder, dtype=dtype, device=device)
+        transformer = load_transformer(folder, dtype=dtype, device=device, mesh=mesh)  # each rank: its shards
         if quantize is not None:
             quantize_weights(transformer, quantize)
-        if mesh is not None:
-            apply_tensor_parallel(transformer, mesh)
         layout = TokenLayout.from_tokenizer(text_file, kind)
         preset = preset_for(kind, folder)
         if files.release is not None:  # the default canvas: the resolution the release was trained at

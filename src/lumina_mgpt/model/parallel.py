@@ -103,6 +103,24 @@ def full_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight.full_tensor() if hasattr(weight, "full_tensor") else weight
 
 
+def local_index(local: torch.Tensor, full_shape: tuple[int, ...], mesh: DeviceMesh) -> tuple[slice, ...]:
+    """Where this rank's part of a tensor of `full_shape` lies in it, for the (maybe sharded) parameter `local`
+    of a model split by `apply_tensor_parallel`: a DTensor's shard (torch.chunk's split, as DTensor's), or the
+    rank's block of rows of a per-head norm cut to its heads."""
+    index = [slice(None)] * len(full_shape)
+    rank, size = mesh.get_local_rank(), mesh.size()
+    placements = getattr(local, "placements", ())
+    for placement in placements:
+        if placement.is_shard():
+            dim = placement.dim
+            start = min(rank * math.ceil(full_shape[dim] / size), full_shape[dim])
+            index[dim] = slice(start, start + local.to_local().shape[dim])
+    if not placements and tuple(local.shape) != tuple(full_shape):  # a per-head norm: contiguous heads
+        block = local.shape[0]
+        index[0] = slice(rank * block, (rank + 1) * block)
+    return tuple(index)
+
+
 def _keep_heads(norm: HeadNorm, rank: int, size: int) -> None:
     """Cut a per-head norm to this rank's contiguous block of heads (the block its q/k projection computes)."""
     block = norm.weight.shape[0] // size
