@@ -188,14 +188,18 @@ def _read_safetensors(file: Path) -> Iterator[tuple[str, _Source, Path]]:
     with reader:
         for name in reader.keys():  # noqa: SIM118 (safe_open is not a mapping)
             try:
-                part = reader.get_slice(name)
-                shape = tuple(part.get_shape())
+                shape = tuple(reader.get_slice(name).get_shape())
             except (SafetensorError, OSError) as err:
                 raise corrupt(err) from None
 
-            def read(index: tuple[slice, ...] | None, name: str = name, part=part) -> torch.Tensor:
+            def read(index: tuple[slice, ...] | None, name: str = name) -> torch.Tensor:
                 try:
-                    return reader.get_tensor(name) if index is None else part[index]
+                    if index is None:
+                        return reader.get_tensor(name)
+                    # a reader of its own: the file pages a slice touches leave this process's resident
+                    # memory when it closes, instead of adding up over the file
+                    with safe_open(file, framework="pt") as own:
+                        return own.get_slice(name)[index].clone()
                 except (SafetensorError, OSError) as err:
                     raise corrupt(err) from None
 
