@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,8 +20,10 @@ from lumina_mgpt.model.parallel import (
     apply_tensor_parallel,
     cache_heads,
     check_divisible,
+    check_same_device,
     tensor_parallel_mesh,
 )
+from lumina_mgpt.pipeline import LuminaMGPTPipeline
 
 CONFIGS = {
     "mha": dict(num_key_value_heads=4, swin_norm=False),
@@ -87,6 +90,14 @@ def _worker(rank: int, port: int, folder: str) -> None:
             f"{folder}/{name}-loaded-{rank}.pt",
         )
     torch.save(torch.tensor(model_bytes(model)), f"{folder}/bytes-{rank}.pt")
+    try:
+        check_same_device("cpu" if rank == 0 else "cuda")  # as if rank 1 had been given --device cuda
+    except LuminaError as error:
+        (Path(folder) / f"devices-{rank}.txt").write_text(str(error))
+    try:
+        LuminaMGPTPipeline.from_pretrained(device="cpu", tensor_parallel=RANKS, quantize="int8")
+    except LuminaError as error:
+        (Path(folder) / f"quantize-{rank}.txt").write_text(str(error))
     torch.distributed.destroy_process_group()
 
 
@@ -132,6 +143,20 @@ def test_each_rank_holds_about_half_the_model(ranks_logits):
     for rank in range(RANKS):
         held = int(torch.load(f"{ranks_logits}/bytes-{rank}.pt", weights_only=True))
         assert 0.5 <= held / whole < 0.52, (rank, held, whole)  # only the RMSNorm weights are replicated
+
+
+def test_mismatched_devices_are_refused_on_every_rank_in_one_line(ranks_logits):
+    for rank in range(RANKS):
+        message = (Path(ranks_logits) / f"devices-{rank}.txt").read_text()
+        assert message == (
+            "every rank must use the same --device, got rank 0 cpu, rank 1 cuda; pass the same --device to all"
+        )
+
+
+def test_quantize_with_tensor_parallel_is_refused_in_one_line(ranks_logits):
+    for rank in range(RANKS):
+        message = (Path(ranks_logits) / f"quantize-{rank}.txt").read_text()
+        assert message.startswith("quantize cannot be combined with tensor_parallel") and "\n" not in message
 
 
 def test_indivisible_heads_are_refused_in_one_line():

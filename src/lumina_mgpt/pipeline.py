@@ -132,7 +132,10 @@ class LuminaMGPTPipeline:
         device = resolve_device(device)
         mesh = None if tensor_parallel == 1 else tensor_parallel_mesh(tensor_parallel, device)
         if mesh is not None and quantize is not None:
-            raise LuminaError("quantize and tensor_parallel cannot be combined yet; use one of them")
+            raise LuminaError(
+                "quantize cannot be combined with tensor_parallel (torchao's quantised weights do not stay "
+                "DTensor shards: each rank would hold whole weights); use one of them"
+            )
         given = isinstance(image_tokenizer, ImageTokenizer)
         files = resolve_model(path_or_repo_id, text_tokenizer, None if given else image_tokenizer, not given)
         folder, text_file = files.folder, files.text_tokenizer
