@@ -33,7 +33,7 @@ from lumina_mgpt.generate.sampling import SamplingSettings, row_seeds
 from lumina_mgpt.generate.speculative import SpeculativeSettings, speculative_settings
 from lumina_mgpt.hub import resolve_model
 from lumina_mgpt.model import ChameleonTransformer, load_transformer
-from lumina_mgpt.model.parallel import apply_tensor_parallel, tensor_parallel_mesh
+from lumina_mgpt.model.parallel import tensor_parallel_mesh
 from lumina_mgpt.model.quantize import quantize_weights
 from lumina_mgpt.text import IMAGE_PLACEHOLDER, TextTokenizer, serialize, split_response
 from lumina_mgpt.unirep import (
@@ -133,7 +133,10 @@ class LuminaMGPTPipeline:
         device = resolve_device(device)
         mesh = None if tensor_parallel == 1 else tensor_parallel_mesh(tensor_parallel, device)
         if mesh is not None and quantize is not None:
-            raise LuminaError("quantize and tensor_parallel cannot be combined yet; use one of them")
+            raise LuminaError(
+                "quantize cannot be combined with tensor_parallel (torchao's quantised weights do not stay "
+                "DTensor shards: each rank would hold whole weights); use one of them"
+            )
         given = isinstance(image_tokenizer, ImageTokenizer)
         files = resolve_model(path_or_repo_id, text_tokenizer, None if given else image_tokenizer, not given)
         folder, text_file = files.folder, files.text_tokenizer
@@ -141,11 +144,9 @@ class LuminaMGPTPipeline:
         kind = detect_kind(tokenizer)
         if not given:
             image_tokenizer = load_image_tokenizer(files.image_tokenizer, device=device)
-        transformer = load_transformer(folder, dtype=dtype, device=device)
+        transformer = load_transformer(folder, dtype=dtype, device=device, mesh=mesh)  # each rank: its shards
         if quantize is not None:
             quantize_weights(transformer, quantize)
-        if mesh is not None:
-            apply_tensor_parallel(transformer, mesh)
         layout = TokenLayout.from_tokenizer(text_file, kind)
         preset = preset_for(kind, folder)
         if files.release is not None:  # the default canvas: the resolution the release was trained at

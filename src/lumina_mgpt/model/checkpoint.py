@@ -10,11 +10,13 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch.distributed.device_mesh import DeviceMesh
 
 from lumina_mgpt.devices import resolve_device
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.hub import MODEL_PATTERNS, resolve_folder
 from lumina_mgpt.model.config import CONFIG_NAME, ChameleonConfig
+from lumina_mgpt.model.parallel import apply_tensor_parallel, local_index
 from lumina_mgpt.model.transformer import ChameleonTransformer
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ def load_transformer(
     path_or_repo_id: str | os.PathLike,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    mesh: DeviceMesh | None = None,
 ) -> ChameleonTransformer:
     """Load a ChameleonTransformer in eval mode from an HF Chameleon folder or hub repo id.
 
@@ -40,7 +43,9 @@ def load_transformer(
     q/k-norm weights may be `[model_parallel_size, head_dim]` (the Lumina releases) or `[heads, head_dim]`
     (transformers). `model.vqmodel.*` tensors are skipped. `dtype` defaults to bfloat16 on CUDA and float32
     elsewhere; `device` to the CPU. The model is built on the meta device and takes the loaded tensors as its
-    parameters, so the weights are held in memory once.
+    parameters, so the weights are held in memory once. With a tensor-parallel `mesh` the model is split first
+    (`apply_tensor_parallel`) and each rank reads only its slices of the split tensors from safetensors, so it
+    holds about 1/N of the model at any time while loading.
     """
     folder = resolve_folder(path_or_repo_id, MODEL_PATTERNS)
     config = ChameleonConfig.from_json_file(folder / CONFIG_NAME)
@@ -49,8 +54,12 @@ def load_transformer(
     with torch.device("meta"):
         model = ChameleonTransformer(config)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if mesh is not None:
+        apply_tensor_parallel(model.to(dtype), mesh)
+        model.to_empty(device=device)
+    targets = model.state_dict()
     state, skipped = {}, 0
-    for name, load, file in _read_tensors(folder):
+    for name, source, file in _read_tensors(folder):
         if name.startswith(SKIPPED_PREFIX):
             skipped += 1
             continue
@@ -58,21 +67,38 @@ def load_transformer(
             raise LuminaError(f"{file}: unexpected tensor {name!r} (not a Chameleon transformer weight)")
         if name in state:
             raise LuminaError(f"{file}: tensor {name!r} appears twice in the checkpoint")
-        tensor = _to_model_layout(name, load(), config, file)
-        if tuple(tensor.shape) != expected[name]:
-            raise LuminaError(
-                f"{file}: tensor {name!r} has shape {list(tensor.shape)}, expected {list(expected[name])}"
-            )
-        state[name] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
+        index = None
+        if mesh is not None and not _HEAD_NORM.fullmatch(name):  # q/k norms: small, cut after their layout
+            index = local_index(targets[name], expected[name], mesh)
+            if tuple(source.shape) != expected[name]:
+                raise _shape_error(file, name, source.shape, expected[name])
+        tensor = source.read(index)
+        if index is None:
+            tensor = _to_model_layout(name, tensor, config, file)
+            if tuple(tensor.shape) != expected[name]:
+                raise _shape_error(file, name, tensor.shape, expected[name])
+        if mesh is not None:
+            if index is None:
+                tensor = tensor[local_index(targets[name], expected[name], mesh)]
+            target = targets[name]
+            (target.to_local() if hasattr(target, "to_local") else target).copy_(tensor)
+            state[name] = target
+        else:
+            state[name] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
     if skipped:
         logger.info("skipped %d %s* tensors (unused image encoder) in %s", skipped, SKIPPED_PREFIX, folder)
     missing = sorted(set(expected) - set(state))
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise LuminaError(f"{folder}: checkpoint is missing tensor {missing[0]!r}{more}")
-    model.load_state_dict(state, assign=True)
+    if mesh is None:
+        model.load_state_dict(state, assign=True)
     model.model.rotary.reset_parameters(device)
     return model.eval()
+
+
+def _shape_error(file: Path, name: str, shape, expected: tuple[int, ...]) -> LuminaError:
+    return LuminaError(f"{file}: tensor {name!r} has shape {list(shape)}, expected {list(expected)}")
 
 
 def save_transformer(
@@ -111,9 +137,19 @@ def save_transformer(
     _atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(config_text, encoding="utf-8"))
 
 
-def _read_tensors(folder: Path) -> Iterator[tuple[str, Callable[[], torch.Tensor], Path]]:
-    """Yield (name, load, file) for every tensor of the folder's weights, whatever their format; `load()`
-    reads the tensor (only while the iteration is at that item)."""
+class _Source:
+    """One tensor of a checkpoint: its `shape`, and `read(index)` for all of it or a slice (safetensors reads only
+    the slice)."""
+
+    def __init__(
+        self, shape: tuple[int, ...], read: Callable[[tuple[slice, ...] | None], torch.Tensor]
+    ) -> None:
+        self.shape, self.read = shape, read
+
+
+def _read_tensors(folder: Path) -> Iterator[tuple[str, _Source, Path]]:
+    """Yield (name, source, file) for every tensor of the folder's weights, whatever their format; the source
+    reads the tensor only while the iteration is at that item."""
     for index_name, single_name in ((SAFETENSORS_INDEX_NAME, SAFETENSORS_NAME), (BIN_INDEX_NAME, BIN_NAME)):
         if (folder / index_name).is_file():
             files = _shards_of(folder / index_name)
@@ -141,7 +177,7 @@ def _shards_of(index_file: Path) -> list[Path]:
     return [index_file.parent / name for name in shard_names]
 
 
-def _read_safetensors(file: Path) -> Iterator[tuple[str, Callable[[], torch.Tensor], Path]]:
+def _read_safetensors(file: Path) -> Iterator[tuple[str, _Source, Path]]:
     def corrupt(err: Exception) -> LuminaError:
         return LuminaError(f"{file}: corrupt or truncated safetensors file ({err})")
 
@@ -151,17 +187,26 @@ def _read_safetensors(file: Path) -> Iterator[tuple[str, Callable[[], torch.Tens
         raise corrupt(err) from None
     with reader:
         for name in reader.keys():  # noqa: SIM118 (safe_open is not a mapping)
+            try:
+                shape = tuple(reader.get_slice(name).get_shape())
+            except (SafetensorError, OSError) as err:
+                raise corrupt(err) from None
 
-            def load(name: str = name) -> torch.Tensor:
+            def read(index: tuple[slice, ...] | None, name: str = name) -> torch.Tensor:
                 try:
-                    return reader.get_tensor(name)
+                    if index is None:
+                        return reader.get_tensor(name)
+                    # a reader of its own: the file pages a slice touches leave this process's resident
+                    # memory when it closes, instead of adding up over the file
+                    with safe_open(file, framework="pt") as own:
+                        return own.get_slice(name)[index].clone()
                 except (SafetensorError, OSError) as err:
                     raise corrupt(err) from None
 
-            yield name, load, file
+            yield name, _Source(shape, read), file
 
 
-def _read_bin(file: Path) -> Iterator[tuple[str, Callable[[], torch.Tensor], Path]]:
+def _read_bin(file: Path) -> Iterator[tuple[str, _Source, Path]]:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # pickle, zip and unsafe-type errors all mean the same to the user
@@ -169,7 +214,8 @@ def _read_bin(file: Path) -> Iterator[tuple[str, Callable[[], torch.Tensor], Pat
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise LuminaError(f"{file}: expected a dict of tensors")
     for name, tensor in state.items():
-        yield name, lambda tensor=tensor: tensor, file
+        read = lambda index, tensor=tensor: tensor if index is None else tensor[index]  # noqa: E731
+        yield name, _Source(tuple(tensor.shape), read), file
 
 
 def _to_model_layout(name: str, tensor: torch.Tensor, config: ChameleonConfig, file: Path) -> torch.Tensor:

@@ -14,6 +14,7 @@ import math
 import os
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import Replicate
@@ -63,7 +64,21 @@ def tensor_parallel_mesh(size: int, device: torch.device) -> DeviceMesh:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     elif device.type != "cpu":
         raise LuminaError(f"tensor parallelism runs on cpu (gloo) or cuda (NCCL), not {device.type}")
+    if not dist.is_initialized():  # gloo on every rank (NCCL is made lazily), so ranks can compare devices
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
+    check_same_device(device.type)
     return init_device_mesh(device.type, (size,))
+
+
+def check_same_device(device_type: str) -> None:
+    """One-line error on every rank unless all ranks of the job run on the same kind of device."""
+    types: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(types, device_type)
+    if len(set(types)) > 1:
+        ranks = ", ".join(f"rank {rank} {kind}" for rank, kind in enumerate(types))
+        raise LuminaError(
+            f"every rank must use the same --device, got {ranks}; pass the same --device to all"
+        )
 
 
 def apply_tensor_parallel(model: ChameleonTransformer, mesh: DeviceMesh) -> ChameleonTransformer:
@@ -101,6 +116,24 @@ def cache_heads(model: nn.Module) -> int:
 def full_weight(weight: torch.Tensor) -> torch.Tensor:
     """A plain tensor of a (maybe sharded) weight, gathered when it is a DTensor."""
     return weight.full_tensor() if hasattr(weight, "full_tensor") else weight
+
+
+def local_index(local: torch.Tensor, full_shape: tuple[int, ...], mesh: DeviceMesh) -> tuple[slice, ...]:
+    """Where this rank's part of a tensor of `full_shape` lies in it, for the (maybe sharded) parameter `local`
+    of a model split by `apply_tensor_parallel`: a DTensor's shard (torch.chunk's split, as DTensor's), or the
+    rank's block of rows of a per-head norm cut to its heads."""
+    index = [slice(None)] * len(full_shape)
+    rank, size = mesh.get_local_rank(), mesh.size()
+    placements = getattr(local, "placements", ())
+    for placement in placements:
+        if placement.is_shard():
+            dim = placement.dim
+            start = min(rank * math.ceil(full_shape[dim] / size), full_shape[dim])
+            index[dim] = slice(start, start + local.to_local().shape[dim])
+    if not placements and tuple(local.shape) != tuple(full_shape):  # a per-head norm: contiguous heads
+        block = local.shape[0]
+        index[0] = slice(rank * block, (rank + 1) * block)
+    return tuple(index)
 
 
 def _keep_heads(norm: HeadNorm, rank: int, size: int) -> None:

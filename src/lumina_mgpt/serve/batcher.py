@@ -57,15 +57,17 @@ class Batcher:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Refuse new jobs, fail the queued and running ones (503), cancel the decode and wait for the worker."""
+    def stop(self, timeout: float = 30.0, error: APIError | None = None) -> None:
+        """Refuse new jobs, fail the queued and running ones with `error` (default 503 `shutting_down`), cancel
+        the decode and wait for the worker."""
+        error = error or APIError(503, "the server is shutting down", code="shutting_down")
         with self._cond:
             self._stopping = True
             waiting, running = list(self._queue), list(self._running)
             self._queue.clear()
             self._cond.notify_all()
         for job in waiting + running:  # a running job's client hears this before any late result
-            job.emit("error", APIError(503, "the server is shutting down", code="shutting_down"))
+            job.emit("error", error)
         for job in running:
             job.cancelled.set()
         if self._thread.is_alive():
@@ -146,6 +148,8 @@ class Batcher:
                     self._images(batch, decode_id, started)
             except Cancelled:
                 self._count("aborted_decodes")
+            except APIError as error:  # e.g. a tensor-parallel rank was lost (503)
+                self._fail(batch, error)
             except LuminaError as error:
                 self._fail(batch, APIError(400, str(error)))
             except Exception as error:

@@ -1,6 +1,7 @@
 """`lumina-mgpt serve`: the HTTP API, and the web UI at /ui, on one model."""
 
 import importlib.util
+import os
 import socket
 import threading
 from pathlib import Path
@@ -8,7 +9,13 @@ from typing import Annotated
 
 import typer
 
-from lumina_mgpt.cli_options import DeviceOption, ImageTokenizerOption, ModelOption, TextTokenizerOption
+from lumina_mgpt.cli_options import (
+    DeviceOption,
+    ImageTokenizerOption,
+    ModelOption,
+    TensorParallelOption,
+    TextTokenizerOption,
+)
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.serve.limits import Limits
 
@@ -40,6 +47,11 @@ def serve(
         int | None, typer.Option(help="CPU threads of torch (on a busy CPU box, 1 avoids stalls).")
     ] = None,
     log_level: Annotated[str, typer.Option(help=f"uvicorn log level: {', '.join(LOG_LEVELS)}.")] = "info",
+    tensor_parallel: TensorParallelOption = 1,
+    rank_timeout: Annotated[
+        float,
+        typer.Option(help="With --tensor-parallel: seconds without progress before a rank counts as lost."),
+    ] = 120.0,
 ) -> None:
     """Serve the OpenAI-compatible API (/v1/images/generations, /v1/chat/completions) and the web UI."""
     try:
@@ -56,6 +68,8 @@ def serve(
             )
         if log_level not in LOG_LEVELS:
             raise LuminaError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        if rank_timeout <= 0:
+            raise LuminaError("--rank-timeout must be > 0 seconds")
         if ui and importlib.util.find_spec("gradio") is None:
             raise LuminaError("the web UI needs gradio: pip install 'lumina-mgpt[serve]', or pass --no-ui")
         limits = Limits(
@@ -64,7 +78,8 @@ def serve(
             max_queue=max_queue,
             batch_window_s=batch_window_ms / 1000,
         )
-        listener = _listen(host, port)
+        follower = tensor_parallel > 1 and os.environ.get("RANK", "0") != "0"  # rank 0 alone answers HTTP
+        listener = None if follower else _listen(host, port)
         import torch
 
         from lumina_mgpt.pipeline import LuminaMGPTPipeline  # heavy imports once the arguments are fine
@@ -72,11 +87,27 @@ def serve(
         if threads is not None:
             torch.set_num_threads(threads)
         pipe = LuminaMGPTPipeline.from_pretrained(
-            model, device=device, text_tokenizer=text_tokenizer, image_tokenizer=image_tokenizer
+            model,
+            device=device,
+            text_tokenizer=text_tokenizer,
+            image_tokenizer=image_tokenizer,
+            tensor_parallel=tensor_parallel,
         )
     except LuminaError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
+    leader = None
+    if tensor_parallel > 1:
+        from lumina_mgpt.serve.parallel import Leader, follow
+
+        if follower:
+            try:
+                follow(pipe, rank_timeout)
+            except LuminaError as error:
+                typer.echo(f"error: {error}", err=True)
+                raise typer.Exit(1) from None
+            return
+        pipe = leader = Leader(pipe, rank_timeout)
 
     from lumina_mgpt.serve.app import create_app
 
@@ -85,7 +116,7 @@ def serve(
     address, bound_port = listener.getsockname()[:2]
     url = f"http://{f'[{address}]' if ':' in address else address}:{bound_port}"
     typer.echo(f"serving {name} at {url}/v1" + (f" and the web UI at {url}/ui" if ui else ""))
-    _run(app, log_level, listener)
+    _run(app, log_level, listener, leader)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -100,9 +131,10 @@ def _listen(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _run(app, log_level: str, listener: socket.socket) -> None:
+def _run(app, log_level: str, listener: socket.socket, leader=None) -> None:
     """Serve until a shutdown signal, which first stops the decode worker: requests still waiting or decoding
-    get 503 `shutting_down` at once instead of being cut off after uvicorn's graceful timeout."""
+    get 503 `shutting_down` at once instead of being cut off after uvicorn's graceful timeout. A
+    tensor-parallel `leader` that loses a rank does the same with 503 `rank_lost`, then ends the process."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -110,4 +142,9 @@ def _run(app, log_level: str, listener: socket.socket) -> None:
             threading.Thread(target=app.state.batcher.stop, daemon=True).start()  # not in the signal handler
             super().handle_exit(sig, frame)
 
-    Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)).run(sockets=[listener])
+    server = Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5))
+    if leader is not None:
+        leader.stop_when_lost(server, app.state.batcher)
+    server.run(sockets=[listener])
+    if leader is not None:
+        leader.finish()

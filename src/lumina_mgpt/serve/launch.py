@@ -7,6 +7,7 @@ with server_process("--model", folder, "--no-ui") as url:
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -25,23 +26,30 @@ _URL = re.compile(r" at (http://\S+)/v1")
 def server_process(*args: str, env: dict[str, str] | None = None, timeout: float = 180.0) -> Iterator[str]:
     """Start `python -m lumina_mgpt.serve --host 127.0.0.1 --port 0 *args`, yield its base URL once /health
     answers, and stop it afterwards. Its output is kept and shown if it fails to start."""
+    with tensor_parallel_server(*args, ranks=1, env=env, timeout=timeout) as (url, _):
+        yield url
+
+
+@contextmanager
+def tensor_parallel_server(
+    *args: str, ranks: int, env: dict[str, str] | None = None, timeout: float = 180.0
+) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """As `server_process`, but `ranks` > 1 processes of one `--tensor-parallel ranks` job, started with the
+    environment torchrun gives its workers (RANK, WORLD_SIZE, MASTER_ADDR, ...) and no torchrun agent, so a
+    test sees what the server itself does when a rank dies. Yields the URL and the processes (rank order)."""
     command = [sys.executable, "-m", "lumina_mgpt.serve", "--host", "127.0.0.1", "--port", "0", *args]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    lines: Queue[str] = Queue()
-    output: list[str] = []
-
-    def drain() -> None:  # keep reading so the server never blocks on a full pipe
-        for line in process.stdout:
-            output.append(line)
-            lines.put(line)
-
-    threading.Thread(target=drain, daemon=True).start()
+    common = {**os.environ, **(env or {})}
+    if ranks > 1:
+        command += ["--tensor-parallel", str(ranks)]
+        common |= dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(ranks))
+    processes, lines, output = [], Queue(), []
+    for rank in range(ranks):
+        extra = dict(RANK=str(rank), LOCAL_RANK=str(rank)) if ranks > 1 else {}
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=common | extra
+        )
+        processes.append(process)
+        threading.Thread(target=_drain, args=(process, lines, output), daemon=True).start()
     try:
         deadline = time.monotonic() + timeout
         url = None
@@ -52,22 +60,40 @@ def server_process(*args: str, env: dict[str, str] | None = None, timeout: float
                 line = ""
             if (match := _URL.search(line)) is not None:
                 url = match[1]
-            elif process.poll() is not None or time.monotonic() > deadline:
+            elif _any_exited(processes) or time.monotonic() > deadline:
                 raise LuminaError(f"the server did not start: {''.join(output[-20:]).strip() or 'no output'}")
         while not _healthy(url):
-            if process.poll() is not None or time.monotonic() > deadline:
+            if _any_exited(processes) or time.monotonic() > deadline:
                 raise LuminaError(
                     f"the server at {url} never became healthy: {''.join(output[-20:]).strip()}"
                 )
             time.sleep(0.1)
-        yield url
+        yield url, processes
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        processes[0].terminate()  # rank 0 tells the others to exit
+        for process in processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _drain(process: subprocess.Popen, lines: Queue, output: list[str]) -> None:
+    """Keep reading so the server never blocks on a full pipe."""
+    for line in process.stdout:
+        output.append(line)
+        lines.put(line)
+
+
+def _any_exited(processes: list[subprocess.Popen]) -> bool:
+    return any(process.poll() is not None for process in processes)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _healthy(url: str) -> bool:

@@ -2,11 +2,13 @@
 
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from lumina_mgpt.cli_options import TensorParallelOption
 from lumina_mgpt.errors import LuminaError, check_output_folder
 
 _CANVAS_IN_PROMPT = re.compile(r" of (\d+)x(\d+)")
@@ -100,8 +102,10 @@ def evaluate(
     t2i: Annotated[bool, typer.Option(help="Score the text-to-image categories.")] = True,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cpu).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts or conversations per decode batch.")] = 32,
+    tensor_parallel: TensorParallelOption = 1,
 ) -> None:
     """Run the shapes-world benchmark and print a GenEval-style table."""
+    from lumina_mgpt.model.parallel import owns_files
     from lumina_mgpt.pipeline import LuminaMGPTPipeline
     from lumina_mgpt.unirep import parse_size
     from lumina_mgpt.world import DEFAULT_CANVASES, OMNI_KINDS, format_table, run_benchmark
@@ -113,7 +117,10 @@ def evaluate(
         list(dict.fromkeys(parse_size(c, "canvas") for c in canvas)) if canvas else list(DEFAULT_CANVASES)
     )
     check_output_folder(out)
-    pipe = LuminaMGPTPipeline.from_pretrained(model, device=device)
+    pipe = LuminaMGPTPipeline.from_pretrained(model, device=device, tensor_parallel=tensor_parallel)
+    if not owns_files():  # every rank runs the same decode batches; rank 0's files are the results
+        scratch = tempfile.TemporaryDirectory(prefix="lumina-eval-rank-")  # removed when the process ends
+        out = Path(scratch.name)
     summary = run_benchmark(
         pipeline_generate_fn(pipe, batch_size) if t2i else None,
         pipeline_chat_fn(pipe, batch_size) if chosen else None,
@@ -137,7 +144,8 @@ def evaluate(
             indent=2,
         )
     )
-    typer.echo(format_table(summary))
+    if owns_files():
+        typer.echo(format_table(summary))
 
 
 def train_tokenizer(
