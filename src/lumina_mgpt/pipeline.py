@@ -27,10 +27,11 @@ from tqdm.auto import tqdm
 from lumina_mgpt.devices import resolve_device
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.best_of import SelfVerifier, Verifier, select_best
+from lumina_mgpt.generate.config import GenerationConfig
 from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings, Step
 from lumina_mgpt.generate.presets import Preset, preset_for
-from lumina_mgpt.generate.sampling import SamplingSettings, row_seeds
-from lumina_mgpt.generate.speculative import SpeculativeSettings, speculative_settings
+from lumina_mgpt.generate.sampling import row_seeds
+from lumina_mgpt.generate.speculative import SpeculativeSettings
 from lumina_mgpt.hub import resolve_model
 from lumina_mgpt.model import ChameleonTransformer, load_transformer
 from lumina_mgpt.model.parallel import apply_tensor_parallel, tensor_parallel_mesh
@@ -49,7 +50,6 @@ from lumina_mgpt.vq import ImageTokenizer, fit_to_bucket, load_image_tokenizer, 
 
 ImageInput = Image.Image | np.ndarray
 Seed = int | torch.Generator | list[int] | list[torch.Generator] | None
-Speculative = bool | str | SpeculativeSettings | None  # None/False/"off", True/"exact", "reference"
 
 
 @dataclass
@@ -159,68 +159,57 @@ class LuminaMGPTPipeline:
         width: int | None = None,
         height: int | None = None,
         num_images_per_prompt: int = 1,
-        cfg_scale: float | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: Seed = None,
         *,
-        force_size: bool = True,
+        seed: Seed = None,
+        config: GenerationConfig | None = None,
         callback: Callable[[Step], None] | None = None,
         progress: bool = True,
         preview_rows: int = 0,
         on_preview: Callable[[list[Image.Image]], None] | None = None,
-        speculative: Speculative = None,
-        window: int | None = None,
-        best_of: int = 1,
         verifier: Verifier | None = None,
-        cfg_schedule: str = "constant",
+        **options: Any,
     ) -> GenerationOutput:
         """Generate `num_images_per_prompt` images of `width x height` for each description.
 
         Each description is wrapped in the resolution-aware template. Image k (prompt-major) samples from its
         own generator seeded `seed + k`, so a batch gives the same images as generating each alone.
-        `cfg_scale`/`temperature`/`top_k`/`top_p` default to the model family's preset. With `on_preview`,
-        partial images (finished latent rows, grey below) are passed every `preview_rows` latent rows.
-        `speculative`: decode image grids by speculative Jacobi decoding ("exact" or True: the same law as plain
-        sampling; "reference": Lumina-mGPT 2.0's rule) or plainly ("off" or False); None: the preset's choice
-        (plain, except where the model's sampling.json says otherwise). `window` tokens per forward (default 16).
+        `options` are the text-to-image options of `GenerationConfig` (`cfg_scale`, `temperature`, `top_k`,
+        `top_p`, `cfg_schedule`, `force_size`, `speculative`, `window`, `best_of`, ...; `generate/config.py`),
+        on top of `config` (default: the model family's preset, `self.generation_config("t2i")`).
+        With `on_preview`, partial images (finished latent rows, grey below) are passed every `preview_rows`
+        latent rows. `speculative`: decode image grids by speculative Jacobi decoding ("exact" or True: the
+        same law as plain sampling; "reference": Lumina-mGPT 2.0's rule) or plainly ("off" or False).
         `best_of` > 1 draws that many candidates per image and keeps the one `verifier` (default: the model's
-        own `SelfVerifier`) scores highest; candidate c of image k uses seed `seed + k * best_of + c`.
-        `cfg_schedule="reference"`: v2's plain-path guidance (the scale floored at 4, larger ones decaying step
-        by step; `generate/guidance.py`), to reproduce its images; "constant" (default) keeps `cfg_scale`.
+        own `SelfVerifier` with the config's `verifier` method) scores highest; candidate c of image k uses
+        seed `seed + k * best_of + c`. `cfg_schedule="reference"`: v2's plain-path guidance (the scale floored
+        at 4, larger ones decaying step by step; `generate/guidance.py`), to reproduce its images.
         """
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, Sequence) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise LuminaError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
         prompts = list(prompts)
         _check_count("num_images_per_prompt", num_images_per_prompt)
-        _check_count("best_of", best_of)
         if on_preview is not None:
             _check_count("preview_rows (with on_preview)", preview_rows)
-        if best_of != 1:
+        config = self.generation_config("t2i", config, **options)
+        if config.best_of != 1:
+            if on_preview is not None:
+                raise LuminaError("on_preview shows the rows of one drawing; use it with best_of 1")
             return select_best(
                 lambda n: self(
                     prompts,
                     width,
                     height,
                     n,
-                    cfg_scale,
-                    temperature,
-                    top_k,
-                    top_p,
-                    seed,
-                    force_size=force_size,
+                    seed=seed,
+                    config=replace(config, best_of=1),
                     callback=callback,
                     progress=progress,
-                    speculative=speculative,
-                    window=window,
-                    cfg_schedule=cfg_schedule,
                 ),
                 prompts,
                 num_images_per_prompt,
-                best_of,
-                verifier or SelfVerifier(self),
+                config.best_of,
+                verifier or SelfVerifier(self, config.verifier),
             )
         width, height = self._canvas(width, height)
         start = [self.layout.image_start_id]
@@ -231,20 +220,11 @@ class LuminaMGPTPipeline:
         self.check_size(width, height, max(len(p) for p in ids))
         rows = [p for p in ids for _ in range(num_images_per_prompt)]
         budget = block_length(width, height, self.layout) - 1
-        if not force_size:
+        if not config.force_size:
             budget = self.transformer.config.max_position_embeddings - max(len(p) for p in ids)
-        settings = DecodeSettings(
-            text=self.preset.text,
-            image=_override(self.preset.t2i_image, temperature, top_k, top_p),
-            cfg_scale=self.preset.t2i_cfg if cfg_scale is None else cfg_scale,
-            cfg_schedule=cfg_schedule,
-            force_size=force_size,
-            max_new_tokens=budget,
-            stop_at_image_end=True,
-            speculative=self._speculative(speculative, window),
-        )
+        settings = config.decode_settings(budget, stop_at_image_end=True)
         watch = _Progress(budget, progress, callback)
-        if on_preview is not None and preview_rows > 0 and force_size:
+        if on_preview is not None and config.force_size:
             watch.add(self._previewer(width, height, preview_rows, on_preview))
         with watch:
             result = self.engine.generate(
@@ -252,6 +232,22 @@ class LuminaMGPTPipeline:
             )
         blocks = [torch.tensor(start + tokens) for tokens in result.tokens]
         return GenerationOutput(self._decode_blocks(blocks), blocks, result.stats, _describe(settings))
+
+    def generation_config(
+        self, use: str, config: GenerationConfig | None = None, **options: Any
+    ) -> GenerationConfig:
+        """The config of a call of `use` ("t2i", "chat" or "edit"): `config` (default: the preset's) with the
+        given options (None: unchanged); a `SpeculativeSettings` as `speculative` gives all its fields."""
+        if isinstance(options.get("speculative"), SpeculativeSettings):
+            spec = options.pop("speculative")
+            options |= {
+                "speculative": spec.mode,
+                "window": options.get("window") or spec.window,
+                "coupling": spec.coupling,
+                "draft_init": spec.draft_init,
+                "nsigma": spec.nsigma,
+            }
+        return (config or self.preset.config(use)).updated(use, **options)
 
     # ----------------------------------------------------------------------------------------------- chat
 
@@ -271,52 +267,38 @@ class LuminaMGPTPipeline:
     def chat_many(
         self,
         requests: Sequence[ChatRequest],
-        cfg_scale: float | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: Seed = None,
         *,
-        text_temperature: float | None = None,
-        text_top_k: int | None = None,
-        text_top_p: float | None = None,
-        force_size: bool = True,
-        max_new_tokens: int | None = None,
+        seed: Seed = None,
+        config: GenerationConfig | None = None,
         callback: Callable[[Step], None] | None = None,
         progress: bool = False,
-        speculative: Speculative = None,
-        window: int | None = None,
+        **options: Any,
     ) -> list[ChatOutput]:
         """Answer several prepared chats (`prepare_chat`) as one decode batch, one reply each, in order.
 
-        Image and text tokens sample with their own settings (the preset's chat defaults unless given). A reply
-        stops at the turn separator (or the family's stop token) or after `max_new_tokens` (default: room for
-        four images of its canvas); an image cut off by the limit is dropped and counted in
-        `stats["unfinished_images"]`. `speculative`/`window`: as for text-to-image (image grids only).
-        Reply k samples from its own stream seeded `seed + k` (or `seed[k]`), so it is the reply `chat` gives
-        that conversation alone with that seed. Each reply's `stats` hold its own `prompt_tokens`,
-        `generated_tokens` and `unfinished_images`, and the batch's forwards and time.
+        `options` are the chat options of `GenerationConfig` (image `temperature`/`top_k`/`top_p`, their
+        `text_` counterparts, `cfg_scale`, `force_size`, `max_new_tokens`, `speculative`, `window`, ...) on top
+        of `config` (default: the preset's chat config). A reply stops at the turn separator (or the family's
+        stop token) or after `max_new_tokens` (default: room for four images of its canvas); an image cut off
+        by the limit is dropped and counted in `stats["unfinished_images"]`. Speculative decoding applies to
+        image grids only. Reply k samples from its own stream seeded `seed + k` (or `seed[k]`), so it is the
+        reply `chat` gives that conversation alone with that seed. Each reply's `stats` hold its own
+        `prompt_tokens`, `generated_tokens` and `unfinished_images`, and the batch's forwards and time.
         """
         if not requests:
             raise LuminaError("chat_many needs at least one chat request")
         if not all(isinstance(r, ChatRequest) for r in requests):
             raise LuminaError("chat_many takes prepared chats: [pipe.prepare_chat(messages), ...]")
         positions = self.transformer.config.max_position_embeddings
+        config = self.generation_config("chat", config, **options)
         budgets = [
-            max_new_tokens
-            if max_new_tokens is not None
+            config.max_new_tokens
+            if config.max_new_tokens is not None
             else min(positions - len(r.ids), 4 * block_length(r.width, r.height, self.layout) + 256)
             for r in requests
         ]
         budget = max(budgets)
-        settings = DecodeSettings(
-            text=_override(self.preset.text, text_temperature, text_top_k, text_top_p),
-            image=_override(self.preset.chat_image, temperature, top_k, top_p),
-            cfg_scale=self.preset.chat_cfg if cfg_scale is None else cfg_scale,
-            force_size=force_size,
-            max_new_tokens=budget,
-            speculative=self._speculative(speculative, window),
-        )
+        settings = config.decode_settings(budget)
         with _Progress(budget, progress, callback) as watch:
             result = self.engine.generate(
                 [r.ids for r in requests],
@@ -427,10 +409,6 @@ class LuminaMGPTPipeline:
         return encode_image_block(
             self.image_tokenizer.encode_image(self._fit(image, size)).cpu(), self.layout
         )
-
-    def _speculative(self, speculative: Speculative, window: int | None) -> SpeculativeSettings | None:
-        """A call's speculative decoding, the preset's when the call does not say (None)."""
-        return speculative_settings(self.preset.speculative if speculative is None else speculative, window)
 
     def _canvas(
         self, width: int | None, height: int | None, fallback: tuple[int, int] | None = None
@@ -573,13 +551,6 @@ def detect_kind(tokenizer: TextTokenizer) -> str:
     raise LuminaError(
         "the text tokenizer has no image tokens (<img0>, IMGIMG… or <MOVQGAN…>): not a Lumina-mGPT tokenizer"
     )
-
-
-def _override(
-    settings: SamplingSettings, temperature: float | None, top_k: int | None, top_p: float | None
-) -> SamplingSettings:
-    given = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
-    return replace(settings, **{k: v for k, v in given.items() if v is not None})
 
 
 def _describe(settings: DecodeSettings) -> dict[str, object]:
