@@ -60,7 +60,7 @@ def test_sampling_json_sets_the_default_speculative_mode_and_calls_can_turn_it_o
     shutil.copytree(folder, fast)
     (fast / "sampling.json").write_text('{"speculative": "exact"}')
     fast_pipe = LuminaMGPTPipeline.from_pretrained(fast)
-    assert fast_pipe.preset.speculative == "exact" and pipe.preset.speculative is None
+    assert fast_pipe.preset.t2i.speculative == "exact" and pipe.preset.t2i.speculative == "off"
     options = dict(width=64, height=32, seed=4, progress=False)
     default = fast_pipe("a red star", **options)
     explicit = pipe("a red star", speculative="exact", **options)
@@ -336,9 +336,9 @@ def test_chat_input_errors(pipe):
         (dict(prompt=5), "got 5"),
         (dict(width=0), "cannot generate 0x64"),
         (dict(num_images_per_prompt=2.0), "num_images_per_prompt must be a whole number >= 1, got 2.0"),
-        (dict(best_of=0), "best_of must be a whole number >= 1, got 0"),
+        (dict(best_of=0), "best_of must be >= 1, got 0"),
         (dict(on_preview=print), "preview_rows (with on_preview) must be a whole number >= 1, got 0"),
-        (dict(speculative="exact", window=2.5), "window must be >= 1 token, got 2.5"),
+        (dict(speculative="exact", window=2.5), "window must be a whole number (>= 1), got 2.5"),
     ]:
         kwargs = {"prompt": "a red star", "width": 64, "height": 64} | bad
         with pytest.raises(LuminaError, match=re.escape(message)):
