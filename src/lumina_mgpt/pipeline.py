@@ -195,6 +195,8 @@ class LuminaMGPTPipeline:
         if config.best_of != 1:
             if on_preview is not None:
                 raise LuminaError("on_preview shows the rows of one drawing; use it with best_of 1")
+            if isinstance(seed, list):  # image k's candidates c: seed[k] + c (image k alone with seed[k])
+                seed = [s + c for s in row_seeds(seed, len(seed)) for c in range(config.best_of)]
             return select_best(
                 lambda n: self(
                     prompts,

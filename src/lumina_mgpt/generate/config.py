@@ -30,6 +30,7 @@ MODES = ("exact", "reference")  # speculative decoding (generate/speculative.py)
 SPECULATIVE_CHOICES = ("off", *MODES)
 DRAFT_INITS = ("random", "above")
 VERIFIER_METHODS = ("pmi", "caption")  # best-of's SelfVerifier (generate/best_of.py)
+MAX_TOP_K = 2**31 - 1  # more than any vocabulary: all
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def _temperature(what: str) -> dict:
 
 
 def _top_k(what: str) -> dict:
-    return dict(kind=int, help=f"{what} top-k (0 = all).", low=0)
+    return dict(kind=int, help=f"{what} top-k (0 = all).", low=0, high=MAX_TOP_K)
 
 
 def _top_p(what: str) -> dict:
