@@ -166,7 +166,7 @@ class LuminaMGPTPipeline:
         progress: bool = True,
         preview_rows: int = 0,
         on_preview: Callable[[list[Image.Image]], None] | None = None,
-        verifier: Verifier | None = None,
+        verifier: Verifier | str | None = None,
         **options: Any,
     ) -> GenerationOutput:
         """Generate `num_images_per_prompt` images of `width x height` for each description.
@@ -179,9 +179,9 @@ class LuminaMGPTPipeline:
         With `on_preview`, partial images (finished latent rows, grey below) are passed every `preview_rows`
         latent rows. `speculative`: decode image grids by speculative Jacobi decoding ("exact" or True: the
         same law as plain sampling; "reference": Lumina-mGPT 2.0's rule) or plainly ("off" or False).
-        `best_of` > 1 draws that many candidates per image and keeps the one `verifier` (default: the model's
-        own `SelfVerifier` with the config's `verifier` method) scores highest; candidate c of image k uses
-        seed `seed + k * best_of + c`. `cfg_schedule="reference"`: v2's plain-path guidance (the scale floored
+        `best_of` > 1 draws that many candidates per image and keeps the one `verifier` (a callable, or the
+        method of the model's own `SelfVerifier`: "pmi" (default) or "caption") scores highest; candidate c
+        of image k uses seed `seed + k * best_of + c` (`seed[k] + c` with a list of seeds). `cfg_schedule="reference"`: v2's plain-path guidance (the scale floored
         at 4, larger ones decaying step by step; `generate/guidance.py`), to reproduce its images.
         """
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -191,6 +191,8 @@ class LuminaMGPTPipeline:
         _check_count("num_images_per_prompt", num_images_per_prompt)
         if on_preview is not None:
             _check_count("preview_rows (with on_preview)", preview_rows)
+        if isinstance(verifier, str):  # a self-verifier method: a generation option
+            options["verifier"], verifier = verifier, None
         config = self.generation_config("t2i", config, **options)
         if config.best_of != 1:
             if on_preview is not None:
