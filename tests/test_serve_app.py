@@ -196,7 +196,7 @@ BAD_REQUESTS = [  # path, body, status, param, words of the message
     (GENERATIONS, PROMPT | {"top_p": 0}, 400, "top_p", "top_p must be > 0 and <= 1, got 0.0"),
     (GENERATIONS, PROMPT | {"top_k": 2**70}, 400, "top_k", "top_k must be >= 0 and <= 2147483647"),
     (GENERATIONS, PROMPT | {"temperature": -1}, 400, "temperature", "temperature must be 0 or >= 0.001"),
-    (GENERATIONS, PROMPT | {"speculative": "fastest"}, 400, "speculative", "must be one of off, exact, reference"),
+    (GENERATIONS, PROMPT | {"speculative": "fastest"}, 400, "speculative", "one of off, exact, reference"),
     (GENERATIONS, PROMPT | {"model": "dall-e-3"}, 404, "model", "not served here"),
     (GENERATIONS, ["a list"], 400, None, "must be a JSON object"),
     (CHAT, {"messages": []}, 400, "messages", "at least 1 item"),
