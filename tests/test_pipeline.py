@@ -13,9 +13,10 @@ from test_generate_helpers import favour_token, one_thread, ours_folder
 import lumina_mgpt.hub as hub
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.tasks import task_message
-from lumina_mgpt.pipeline import LuminaMGPTPipeline, check_size
+from lumina_mgpt.pipeline import LuminaMGPTPipeline
 from lumina_mgpt.text import serialize
 from lumina_mgpt.unirep import (
+    check_size,
     decode_image_block,
     encode_image_block,
     find_image_blocks,

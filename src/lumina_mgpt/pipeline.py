@@ -12,19 +12,16 @@ at its root and the image tokenizer in `vq/`. A released repo id (`Alpha-VLLM/Lu
 tokenizers where that release takes them (`hub.RELEASES`); `text_tokenizer=` / `image_tokenizer=` override.
 """
 
-import math
 import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm.auto import tqdm
 
-from lumina_mgpt.devices import resolve_device
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.best_of import SelfVerifier, Verifier, select_best
 from lumina_mgpt.generate.config import GenerationConfig
@@ -32,23 +29,21 @@ from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings, Step
 from lumina_mgpt.generate.presets import Preset, preset_for
 from lumina_mgpt.generate.sampling import row_seeds
 from lumina_mgpt.generate.speculative import SpeculativeSettings
-from lumina_mgpt.hub import resolve_model
-from lumina_mgpt.model import ChameleonTransformer, load_transformer
-from lumina_mgpt.model.parallel import apply_tensor_parallel, tensor_parallel_mesh
-from lumina_mgpt.model.quantize import quantize_weights
+from lumina_mgpt.loading import load_model
+from lumina_mgpt.model import ChameleonTransformer
 from lumina_mgpt.text import IMAGE_PLACEHOLDER, TextTokenizer, serialize, split_response
 from lumina_mgpt.unirep import (
     block_length,
-    buckets,
+    check_size,
     decode_image_block,
     encode_image_block,
     image_block_prefix,
     t2i_prompt,
 )
-from lumina_mgpt.vocab import TokenLayout, ours_image_token_name, v1_image_token_name
-from lumina_mgpt.vq import ImageTokenizer, fit_to_bucket, load_image_tokenizer, to_rgb
+from lumina_mgpt.vocab import TokenLayout
+from lumina_mgpt.vq import ImageTokenizer
+from lumina_mgpt.vq.images import ImageInput, as_rgb_image, cover, prepare_image
 
-ImageInput = Image.Image | np.ndarray
 Seed = int | torch.Generator | list[int] | list[torch.Generator] | None
 
 
@@ -129,27 +124,17 @@ class LuminaMGPTPipeline:
         `quantize`: "int8" or "int4" weight-only decoder linears (torchao; int4 needs CUDA and bfloat16).
         `tensor_parallel`: N > 1 splits the transformer over the N processes of this torchrun job (DTensor).
         """
-        device = resolve_device(device)
-        mesh = None if tensor_parallel == 1 else tensor_parallel_mesh(tensor_parallel, device)
-        if mesh is not None and quantize is not None:
-            raise LuminaError("quantize and tensor_parallel cannot be combined yet; use one of them")
-        given = isinstance(image_tokenizer, ImageTokenizer)
-        files = resolve_model(path_or_repo_id, text_tokenizer, None if given else image_tokenizer, not given)
-        folder, text_file = files.folder, files.text_tokenizer
-        tokenizer = TextTokenizer.from_file(text_file)
-        kind = detect_kind(tokenizer)
-        if not given:
-            image_tokenizer = load_image_tokenizer(files.image_tokenizer, device=device)
-        transformer = load_transformer(folder, dtype=dtype, device=device)
-        if quantize is not None:
-            quantize_weights(transformer, quantize)
-        if mesh is not None:
-            apply_tensor_parallel(transformer, mesh)
-        layout = TokenLayout.from_tokenizer(text_file, kind)
-        preset = preset_for(kind, folder)
-        if files.release is not None:  # the default canvas: the resolution the release was trained at
-            preset = replace(preset, canvas=(files.release.resolution,) * 2)
-        return cls(transformer, tokenizer, image_tokenizer.to(device).eval(), layout, preset, compile)
+        parts = load_model(
+            path_or_repo_id, device, dtype, text_tokenizer, image_tokenizer, quantize, tensor_parallel
+        )
+        return cls(
+            parts.transformer,
+            parts.text_tokenizer,
+            parts.image_tokenizer,
+            parts.layout,
+            parts.preset,
+            compile,
+        )
 
     # ----------------------------------------------------------------------------------- text to image
 
@@ -383,7 +368,7 @@ class LuminaMGPTPipeline:
             encoded.append({"role": message.get("role"), "content": content, "images": blocks})
         prefix = []
         if image_prefix is not None:
-            upper = _as_pil(image_prefix)
+            upper = as_rgb_image(image_prefix)
             width = upper.width if width is None else width
             height = 2 * upper.height if height is None else height
             self.check_size(width, height)
@@ -392,7 +377,7 @@ class LuminaMGPTPipeline:
                 raise LuminaError(
                     f"an image prefix is the upper part of a canvas at least {2 * unit} px high, got {height} px"
                 )
-            upper = _cover(upper, (width, max(unit, height // 2 // unit * unit)))
+            upper = cover(upper, (width, max(unit, height // 2 // unit * unit)))
             codes = self.image_tokenizer.encode_image(upper).cpu()
             prefix = image_block_prefix(codes, height, self.layout).tolist()
         width, height = self._canvas(width, height, sizes[-1] if sizes else None)
@@ -421,14 +406,8 @@ class LuminaMGPTPipeline:
         return default[0] if width is None else width, default[1] if height is None else height
 
     def _fit(self, image: ImageInput, canvas: tuple[int, int] | None = None) -> Image.Image:
-        """The image on `canvas` (resized to cover it, centre crop), else kept if it is a bucket of the preset
-        canvas area, else fitted to the nearest such bucket (as the releases prepare their inputs)."""
-        image = _as_pil(image)
-        if canvas is not None:
-            return _cover(image, canvas)
-        unit = self.layout.size_unit_px
-        side = round(math.sqrt(self.preset.canvas[0] * self.preset.canvas[1]) / unit) * unit
-        return image if image.size in buckets(side, unit) else fit_to_bucket(image, side)
+        """The input image on `canvas`, else on a bucket of the preset canvas area (`vq.images.prepare_image`)."""
+        return prepare_image(image, canvas, self.preset.canvas, self.layout.size_unit_px)
 
     def _encode_messages(
         self, messages: list[dict], prefix: Sequence[int] | torch.Tensor | None
@@ -469,58 +448,6 @@ class LuminaMGPTPipeline:
         return preview
 
 
-def check_size(
-    width: int, height: int, layout: TokenLayout, max_positions: int, prompt_tokens: int = 0
-) -> None:
-    """Raise LuminaError, listing valid sizes nearby, unless a model of `layout` holding `max_positions`
-    tokens can draw a `width x height` image after a prompt of `prompt_tokens` tokens."""
-    if not all(isinstance(side, numbers.Integral) for side in (width, height)):
-        raise LuminaError(f"width and height must be whole numbers of pixels, got {width!r} and {height!r}")
-    problem = size_problem(width, height, layout, max_positions, prompt_tokens)
-    if problem:
-        nearby = [f"{w}x{h}" for w, h in nearby_sizes(width, height, layout, max_positions, prompt_tokens)]
-        raise LuminaError(
-            f"cannot generate {width}x{height}: {problem}; valid sizes nearby: {', '.join(nearby) or 'none'}"
-        )
-
-
-def size_problem(
-    width: int, height: int, layout: TokenLayout, max_positions: int, prompt_tokens: int = 0
-) -> str | None:
-    """Why a `width x height` image cannot be drawn, or None."""
-    unit = layout.size_unit_px
-    if width <= 0 or height <= 0 or width % unit or height % unit:
-        return f"sides must be positive multiples of {unit} px"
-    if max(width, height) > unit * layout.max_size_units:
-        return f"sides are limited to {unit * layout.max_size_units} px (no larger size token)"
-    needed = prompt_tokens + block_length(width, height, layout)
-    if needed > max_positions:
-        return f"prompt and image need {needed} tokens, the model holds {max_positions}"
-    return None
-
-
-def nearby_sizes(
-    width: int, height: int, layout: TokenLayout, max_positions: int, prompt_tokens: int = 0
-) -> list[tuple[int, int]]:
-    """Up to four valid sizes around `width x height`, closest first: sides within three units of the
-    request, and the request's aspect ratio at the largest scale that fits."""
-    unit = layout.size_unit_px
-
-    def valid(size: tuple[int, int]) -> bool:
-        return size_problem(*size, layout, max_positions, prompt_tokens) is None
-
-    w0, h0 = (max(unit, round(side / unit) * unit) for side in (width, height))
-    candidates = {(w0 + i * unit, h0 + j * unit) for i in range(-3, 4) for j in range(-3, 4)}
-    scaled = (
-        (max(unit, round(width * f / unit) * unit), max(unit, round(height * f / unit) * unit))
-        for f in np.linspace(1.0, 0.0, 101)[:-1]
-    )
-    candidates.add(next((size for size in scaled if valid(size)), (w0, h0)))
-    return sorted(
-        (s for s in candidates if valid(s)), key=lambda s: (abs(s[0] - width) + abs(s[1] - height), s)
-    )[:4]
-
-
 class _Progress:
     """The step callback of one call: a tqdm bar plus any number of callbacks."""
 
@@ -543,20 +470,6 @@ class _Progress:
         self.bar.close()
 
 
-def detect_kind(tokenizer: TextTokenizer) -> str:
-    """ "ours", "v1" or "v2", from the names of the tokenizer's image tokens."""
-    raw = tokenizer.tokenizer
-    if raw.token_to_id(ours_image_token_name(0)) is not None:
-        return "ours"
-    if raw.token_to_id(v1_image_token_name(0)) is not None:
-        return "v1"
-    if (raw.id_to_token(155000) or "").startswith("<MOVQGAN"):
-        return "v2"
-    raise LuminaError(
-        "the text tokenizer has no image tokens (<img0>, IMGIMG… or <MOVQGAN…>): not a Lumina-mGPT tokenizer"
-    )
-
-
 def _describe(settings: DecodeSettings) -> dict[str, object]:
     """The settings of a call as plain data (for logs and the CLI's JSON)."""
     return {
@@ -574,25 +487,3 @@ def _check_count(name: str, value: object) -> None:
     """Refuse a count that is not a whole number >= 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise LuminaError(f"{name} must be a whole number >= 1, got {value!r}")
-
-
-def _as_pil(image: ImageInput) -> Image.Image:
-    """The 8-bit RGB PIL image of an input image (`to_rgb`: transparency onto white, wide grey scaled)."""
-    if isinstance(image, Image.Image):
-        return to_rgb(image)
-    if (
-        isinstance(image, np.ndarray)
-        and image.dtype == np.uint8
-        and image.ndim == 3
-        and image.shape[2] in (3, 4)
-    ):
-        return to_rgb(Image.fromarray(image))
-    raise LuminaError(
-        f"an image must be a PIL image or a uint8 array [H, W, 3], got {type(image).__name__}"
-        + (f" {image.dtype} {list(image.shape)}" if isinstance(image, np.ndarray) else "")
-    )
-
-
-def _cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Resize to cover `size` and crop the centre (v2's preparation of the i2i reference)."""
-    return image if image.size == size else ImageOps.fit(image, size, Image.Resampling.BICUBIC)

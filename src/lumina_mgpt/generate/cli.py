@@ -338,17 +338,10 @@ def _generate_prompts(
 
 def _precheck_size(width: int, height: int, model: str | None, text_tokenizer: str | None) -> None:
     """Refuse an impossible size from the model's config and tokenizer alone, before loading weights."""
-    from lumina_mgpt.hub import resolve_model
-    from lumina_mgpt.model import ChameleonConfig
-    from lumina_mgpt.pipeline import check_size, detect_kind
-    from lumina_mgpt.text import TextTokenizer
-    from lumina_mgpt.vocab import TokenLayout
+    from lumina_mgpt.loading import model_limits
+    from lumina_mgpt.unirep import check_size
 
-    files = resolve_model(model, text_tokenizer, want_image_tokenizer=False)
-    folder, file = files.folder, files.text_tokenizer
-    layout = TokenLayout.from_tokenizer(file, detect_kind(TextTokenizer.from_file(file)))
-    config = ChameleonConfig.from_json_file(folder / "config.json")
-    check_size(width, height, layout, config.max_position_embeddings)
+    check_size(width, height, *model_limits(model, text_tokenizer))
 
 
 def _load(
