@@ -57,15 +57,16 @@ def size_presets(pipe: LuminaMGPTPipeline, limits: Limits) -> list[str]:
 
 
 def option_control(spec: Option, value: object, elem_id: str) -> gr.components.Component:
-    """The control of one generation option: a checkbox, a choice or a number within the option's limits."""
-    label = spec.help if value is not None else f"{spec.help} Empty: the model's default."
+    """The control of one generation option: a checkbox, a choice or a number within the option's limits (an
+    optional number's control shows its default, None, as 0)."""
+    label = f"{spec.help} 0: the default." if spec.optional else spec.help
     if spec.kind is bool:
         return gr.Checkbox(value, label=label, elem_id=elem_id)
     if spec.choices:
         return gr.Dropdown(list(spec.choices), value=value, label=label, elem_id=elem_id)
     return gr.Number(
-        value,
-        minimum=spec.minimum,
+        0 if value is None else value,
+        minimum=0 if spec.optional else spec.minimum,
         maximum=spec.high,
         precision=0 if spec.kind is int else None,
         label=label,
@@ -86,7 +87,7 @@ def request_options(use: str, values: tuple) -> dict[str, object]:
     names = CHAT_NAMES if use == "chat" else {}
     fields = {}
     for spec, value in zip(options_of(use), values, strict=True):
-        if value is not None:
+        if value is not None and not (spec.optional and value == 0):
             number = spec.kind in (int, float) and not isinstance(value, bool)
             whole = number and spec.kind is int and float(value).is_integer()
             fields[names.get(spec.name, spec.name)] = int(value) if whole else value
