@@ -65,7 +65,7 @@ def test_an_impossible_size_is_refused_before_the_weights_are_read(model, tmp_pa
     result = runner.invoke(app, ["generate", "x", "--size", "100x90", "--model", str(broken)])
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        "error: cannot generate 100x90: sides must be positive multiples of 32 px; "
+        "error: cannot generate 100x90: each side must be a positive multiple of 32 px; "
         "valid sizes nearby: 96x96, 96x64, 128x96, 64x96"
     )
     for size in ["big", "١٢٨x١٢٨", "128x128\n", " 128x128", "128 x 128"]:

@@ -119,7 +119,7 @@ def test_sampled_sizes_still_decode(pipe):
 
 
 def test_sizes_the_model_cannot_draw_are_refused_with_nearby_sizes(pipe):
-    with pytest.raises(LuminaError, match=r"multiples of 32 px; valid sizes nearby: 96x96, "):
+    with pytest.raises(LuminaError, match=r"a positive multiple of 32 px; valid sizes nearby: 96x96, "):
         pipe("a red star", 100, 100, progress=False)
     with pytest.raises(LuminaError, match=r"limited to 256 px"):
         pipe.check_size(288, 32)

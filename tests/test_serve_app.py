@@ -233,7 +233,7 @@ BAD_REQUESTS = [  # path, body, status, param, words of the message
     (CHAT, ask([picture(PNG_32)] * 5), 400, "messages", "at most 4 images"),
     (CHAT, ask("x <|image|>"), 400, "messages.0.content", "image_url parts"),
     (CHAT, ask("x", n=2), 400, "n", "less than or equal to 1"),
-    (CHAT, ask("x", size="33x32"), 400, "size", "multiples of 32"),
+    (CHAT, ask("x", size="33x32"), 400, "size", "multiple of 32"),
     (CHAT, ask("x", max_tokens=10**6), 400, "max_tokens", "at most"),
 ]
 

@@ -111,7 +111,7 @@ def test_encode_errors():
         encode_image_block(torch.zeros(4, 6, dtype=torch.long), V2)
     with pytest.raises(LuminaError, match=r"image codes must lie in 0..8191"):
         encode_image_block(torch.full((2, 2), 8192), V1)
-    with pytest.raises(LuminaError, match="500x512 is not a positive multiple of 32"):
+    with pytest.raises(LuminaError, match="500x512: each side must be a positive multiple of 32 px"):
         latent_grid(500, 512, V1)
 
 

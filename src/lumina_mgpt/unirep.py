@@ -26,9 +26,9 @@ _T2I_PATTERN = re.compile(
 
 def latent_grid(width: int, height: int, layout: TokenLayout) -> tuple[int, int]:
     """(rows, columns) of the code grid of a width x height image; sides must be multiples of the size unit."""
-    unit = layout.size_unit_px
-    if width <= 0 or height <= 0 or width % unit or height % unit:
-        raise LuminaError(f"image size {width}x{height} is not a positive multiple of {unit} px on each side")
+    problem = _sides_problem(width, height, layout.size_unit_px)
+    if problem:
+        raise LuminaError(f"image size {width}x{height}: {problem}")
     return height // layout.latent_factor, width // layout.latent_factor
 
 
@@ -212,7 +212,8 @@ def check_size(
     width: int, height: int, layout: TokenLayout, max_positions: int, prompt_tokens: int = 0
 ) -> None:
     """Raise LuminaError, listing valid sizes nearby, unless a model of `layout` holding `max_positions`
-    tokens can draw a `width x height` image after a prompt of `prompt_tokens` tokens."""
+    tokens can draw a `width x height` image after a prompt of `prompt_tokens` tokens: the one check of a
+    requested size (the pipeline, CLI and server call it)."""
     if not all(isinstance(side, numbers.Integral) for side in (width, height)):
         raise LuminaError(f"width and height must be whole numbers of pixels, got {width!r} and {height!r}")
     problem = size_problem(width, height, layout, max_positions, prompt_tokens)
@@ -228,13 +229,20 @@ def size_problem(
 ) -> str | None:
     """Why a `width x height` image cannot be drawn, or None."""
     unit = layout.size_unit_px
-    if width <= 0 or height <= 0 or width % unit or height % unit:
-        return f"sides must be positive multiples of {unit} px"
+    problem = _sides_problem(width, height, unit)
+    if problem:
+        return problem
     if max(width, height) > unit * layout.max_size_units:
         return f"sides are limited to {unit * layout.max_size_units} px (no larger size token)"
     needed = prompt_tokens + block_length(width, height, layout)
     if needed > max_positions:
         return f"prompt and image need {needed} tokens, the model holds {max_positions}"
+    return None
+
+
+def _sides_problem(width: int, height: int, unit: int) -> str | None:
+    if width <= 0 or height <= 0 or width % unit or height % unit:
+        return f"each side must be a positive multiple of {unit} px"
     return None
 
 
