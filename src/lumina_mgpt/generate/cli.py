@@ -40,7 +40,7 @@ def generation_options(use: str) -> Callable[[Callable], Callable]:
         name = "--" + spec.name.replace("_", "-")
         names = {"cfg_scale": ("--cfg", "--cfg-scale"), "force_size": ("--force-size/--sample-size",)}
         names = names.get(spec.name) or ((f"{name}/--no-{name[2:]}",) if spec.kind is bool else (name,))
-        help = f"{spec.help} Default: the model's preset."
+        help = spec.help if spec.optional else f"{spec.help} Default: the model's preset."
         option = typer.Option(*names, help=help, rich_help_panel="Generation options")
         return inspect.Parameter(
             spec.name,

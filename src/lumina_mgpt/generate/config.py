@@ -48,13 +48,15 @@ class Option:
     zero: bool = False
     choices: tuple[str, ...] | None = None
     optional: bool = False
+    aliases: tuple[tuple[Any, str], ...] = ()  # other values that stand for a choice, e.g. (True, "exact")
 
     def check(self, value: Any) -> Any:
         """The value as the config holds it, or LuminaError naming the option, its limits and the value."""
         if value is None and self.optional:
             return None
-        if self.name == "speculative" and isinstance(value, bool):  # True: the exact mode, False: off
-            value = "exact" if value else "off"
+        for alias, choice in self.aliases:
+            if value is alias:
+                value = choice
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise LuminaError(f"{self.name} must be true or false, got {value!r}")
@@ -153,6 +155,7 @@ class GenerationConfig:
         "off",
         kind=str,
         choices=SPECULATIVE_CHOICES,
+        aliases=((True, "exact"), (False, "off")),
         help="Speculative Jacobi decoding of image grids: exact (same law as plain), reference (v2's rule) or off.",
     )
     window: int = _option(16, kind=int, low=1, help="Tokens per forward of speculative decoding.")

@@ -42,7 +42,9 @@ def option_field(spec: Option) -> tuple[Any, Any]:
         except LuminaError as error:
             raise PydanticCustomError("invalid_option", str(error)) from None
 
-    kind = bool | str if spec.name == "speculative" else spec.kind  # true: exact, false: off
+    kind = spec.kind
+    for alias, _ in spec.aliases:  # e.g. speculative: true (exact) or false (off)
+        kind = kind | type(alias)
     return Annotated[kind | None, AfterValidator(check)], Field(
         None, description=f"{spec.help} ({_limits(spec)})"
     )
