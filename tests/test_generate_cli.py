@@ -65,7 +65,7 @@ def test_an_impossible_size_is_refused_before_the_weights_are_read(model, tmp_pa
     result = runner.invoke(app, ["generate", "x", "--size", "100x90", "--model", str(broken)])
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        "error: cannot generate 100x90: sides must be positive multiples of 32 px; "
+        "error: cannot generate 100x90: each side must be a positive multiple of 32 px; "
         "valid sizes nearby: 96x96, 96x64, 128x96, 64x96"
     )
     for size in ["big", "١٢٨x١٢٨", "128x128\n", " 128x128", "128 x 128"]:
@@ -150,14 +150,14 @@ def test_fast_and_best_of_flags_are_used_and_recorded(model, tmp_path):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--speculative", "fast"], "speculative must be one of exact, reference or off, got 'fast'"),
+        (["--speculative", "fast"], "speculative must be one of off, exact, reference, got 'fast'"),
         (["--device", "bogus"], "unknown device 'bogus'"),
-        (["--cfg", "nan"], "cfg_scale must be in 0..1000"),
-        (["--temperature", "inf"], "temperature must be 0 (greedy) or in 0.001..1000"),
+        (["--cfg", "nan"], "cfg_scale must be >= 0 and <= 1000, got nan"),
+        (["--temperature", "inf"], "temperature must be 0 or >= 0.001 and <= 1000, got inf"),
         (["--seed", "-1"], "a seed must be an int in 0..2**62"),
         (["-n", "0"], "--num-images must be >= 1, got 0"),
         (["--speculative", "exact", "--window", "0"], "window must be >= 1"),
-        (["--best-of", "0"], "--best-of must be >= 1"),
+        (["--best-of", "0"], "best_of must be >= 1, got 0"),
         (["--quantize", "int3"], "--quantize must be one of int8, int4"),
         (["--quantize", "int4"], "int4 weights need a CUDA GPU"),
     ],

@@ -13,9 +13,10 @@ from test_generate_helpers import favour_token, one_thread, ours_folder
 import lumina_mgpt.hub as hub
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.tasks import task_message
-from lumina_mgpt.pipeline import LuminaMGPTPipeline, check_size
+from lumina_mgpt.pipeline import LuminaMGPTPipeline
 from lumina_mgpt.text import serialize
 from lumina_mgpt.unirep import (
+    check_size,
     decode_image_block,
     encode_image_block,
     find_image_blocks,
@@ -60,7 +61,7 @@ def test_sampling_json_sets_the_default_speculative_mode_and_calls_can_turn_it_o
     shutil.copytree(folder, fast)
     (fast / "sampling.json").write_text('{"speculative": "exact"}')
     fast_pipe = LuminaMGPTPipeline.from_pretrained(fast)
-    assert fast_pipe.preset.speculative == "exact" and pipe.preset.speculative is None
+    assert fast_pipe.preset.t2i.speculative == "exact" and pipe.preset.t2i.speculative == "off"
     options = dict(width=64, height=32, seed=4, progress=False)
     default = fast_pipe("a red star", **options)
     explicit = pipe("a red star", speculative="exact", **options)
@@ -118,7 +119,7 @@ def test_sampled_sizes_still_decode(pipe):
 
 
 def test_sizes_the_model_cannot_draw_are_refused_with_nearby_sizes(pipe):
-    with pytest.raises(LuminaError, match=r"multiples of 32 px; valid sizes nearby: 96x96, "):
+    with pytest.raises(LuminaError, match=r"a positive multiple of 32 px; valid sizes nearby: 96x96, "):
         pipe("a red star", 100, 100, progress=False)
     with pytest.raises(LuminaError, match=r"limited to 256 px"):
         pipe.check_size(288, 32)
@@ -358,9 +359,9 @@ def test_chat_input_errors(pipe):
         (dict(prompt=5), "got 5"),
         (dict(width=0), "cannot generate 0x64"),
         (dict(num_images_per_prompt=2.0), "num_images_per_prompt must be a whole number >= 1, got 2.0"),
-        (dict(best_of=0), "best_of must be a whole number >= 1, got 0"),
+        (dict(best_of=0), "best_of must be >= 1, got 0"),
         (dict(on_preview=print), "preview_rows (with on_preview) must be a whole number >= 1, got 0"),
-        (dict(speculative="exact", window=2.5), "window must be >= 1 token, got 2.5"),
+        (dict(speculative="exact", window=2.5), "window must be a whole number (>= 1), got 2.5"),
     ]:
         kwargs = {"prompt": "a red star", "width": 64, "height": 64} | bad
         with pytest.raises(LuminaError, match=re.escape(message)):

@@ -193,10 +193,10 @@ BAD_REQUESTS = [  # path, body, status, param, words of the message
     (GENERATIONS, {"prompt": "a <|image|>"}, 400, "prompt", "cannot hold <|image|>"),
     (GENERATIONS, {"n": 1}, 400, "prompt", "Field required"),
     (GENERATIONS, PROMPT | {"cfg": 3}, 400, "cfg", "Extra inputs are not permitted"),
-    (GENERATIONS, PROMPT | {"top_p": 0}, 400, "top_p", "greater than 0"),
-    (GENERATIONS, PROMPT | {"top_k": 2**70}, 400, "top_k", "less than or equal to"),
-    (GENERATIONS, PROMPT | {"temperature": -1}, 400, "temperature", "greater than or equal to 0"),
-    (GENERATIONS, PROMPT | {"speculative": "fastest"}, 400, "speculative", "Input should be"),
+    (GENERATIONS, PROMPT | {"top_p": 0}, 400, "top_p", "top_p must be > 0 and <= 1, got 0.0"),
+    (GENERATIONS, PROMPT | {"top_k": 2**70}, 400, "top_k", "top_k must be >= 0 and <= 2147483647"),
+    (GENERATIONS, PROMPT | {"temperature": -1}, 400, "temperature", "temperature must be 0 or >= 0.001"),
+    (GENERATIONS, PROMPT | {"speculative": "fastest"}, 400, "speculative", "one of off, exact, reference"),
     (GENERATIONS, PROMPT | {"model": "dall-e-3"}, 404, "model", "not served here"),
     (GENERATIONS, ["a list"], 400, None, "must be a JSON object"),
     (CHAT, {"messages": []}, 400, "messages", "at least 1 item"),
@@ -233,7 +233,7 @@ BAD_REQUESTS = [  # path, body, status, param, words of the message
     (CHAT, ask([picture(PNG_32)] * 5), 400, "messages", "at most 4 images"),
     (CHAT, ask("x <|image|>"), 400, "messages.0.content", "image_url parts"),
     (CHAT, ask("x", n=2), 400, "n", "less than or equal to 1"),
-    (CHAT, ask("x", size="33x32"), 400, "size", "multiples of 32"),
+    (CHAT, ask("x", size="33x32"), 400, "size", "multiple of 32"),
     (CHAT, ask("x", max_tokens=10**6), 400, "max_tokens", "at most"),
 ]
 

@@ -41,7 +41,7 @@ def test_every_preset_runs_and_shows_its_output_in_a_real_browser(url, tmp_path)
         assert invalid_fields(page) == 0
         page.get_by_role("tab", name="Chat").click()
         page.get_by_role("button", name="Settings ▼").click()
-        page.get_by_text("Max new tokens (0: default)").wait_for()
+        page.get_by_text("Reply length limit").wait_for()
         assert invalid_fields(page) == 0
         page.get_by_role("tab", name="Tasks").click()
         page.locator("#task-message textarea").wait_for()

@@ -112,7 +112,7 @@ def test_encode_errors():
         encode_image_block(torch.zeros(4, 6, dtype=torch.long), V2)
     with pytest.raises(LuminaError, match=r"image codes must lie in 0..8191"):
         encode_image_block(torch.full((2, 2), 8192), V1)
-    with pytest.raises(LuminaError, match="500x512 is not a positive multiple of 32"):
+    with pytest.raises(LuminaError, match="500x512: each side must be a positive multiple of 32 px"):
         latent_grid(500, 512, V1)
 
 
@@ -275,5 +275,5 @@ def test_prefix_height_is_half_the_canvas_in_whole_grid_rows():
     heights = (32, 64, 96, 128, 160, 224)
     assert [prefix_height(h, V2) for h in heights] == [16, 32, 48, 64, 80, 112]
     assert [prefix_height(h, V1) for h in heights] == [16, 32, 48, 64, 80, 112]
-    with pytest.raises(LuminaError, match="not a positive multiple of 32 px"):
+    with pytest.raises(LuminaError, match="each side must be a positive multiple of 32 px"):
         prefix_height(100, V2)

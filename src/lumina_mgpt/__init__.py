@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 
 _LAZY = {  # public name -> module; imported on first use, so `import lumina_mgpt` stays light
     "LuminaMGPTPipeline": ".pipeline",
+    "GenerationConfig": ".generate.config",
     "load_transformer": ".model",
     "save_transformer": ".model",
     "load_image_tokenizer": ".vq",

@@ -12,45 +12,40 @@ at its root and the image tokenizer in `vq/`. A released repo id (`Alpha-VLLM/Lu
 tokenizers where that release takes them (`hub.RELEASES`); `text_tokenizer=` / `image_tokenizer=` override.
 """
 
-import math
 import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm.auto import tqdm
 
-from lumina_mgpt.devices import resolve_device
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.best_of import SelfVerifier, Verifier, select_best
+from lumina_mgpt.generate.config import GenerationConfig
 from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings, Step
 from lumina_mgpt.generate.presets import Preset, preset_for
-from lumina_mgpt.generate.sampling import SamplingSettings, row_seeds
-from lumina_mgpt.generate.speculative import SpeculativeSettings, speculative_settings
-from lumina_mgpt.hub import resolve_model
-from lumina_mgpt.model import ChameleonTransformer, load_transformer
-from lumina_mgpt.model.parallel import tensor_parallel_mesh
-from lumina_mgpt.model.quantize import quantize_weights
+from lumina_mgpt.generate.sampling import row_seeds
+from lumina_mgpt.generate.speculative import SpeculativeSettings
+from lumina_mgpt.loading import load_model
+from lumina_mgpt.model import ChameleonTransformer
 from lumina_mgpt.text import IMAGE_PLACEHOLDER, TextTokenizer, serialize, split_response
 from lumina_mgpt.unirep import (
     block_length,
-    buckets,
+    check_size,
     decode_image_block,
     encode_image_block,
     image_block_prefix,
     prefix_height,
     t2i_prompt,
 )
-from lumina_mgpt.vocab import TokenLayout, ours_image_token_name, v1_image_token_name
-from lumina_mgpt.vq import ImageTokenizer, fit_to_bucket, load_image_tokenizer, to_rgb
+from lumina_mgpt.vocab import TokenLayout
+from lumina_mgpt.vq import ImageTokenizer
+from lumina_mgpt.vq.images import ImageInput, as_rgb_image, cover, prepare_image
 
-ImageInput = Image.Image | np.ndarray
 Seed = int | torch.Generator | list[int] | list[torch.Generator] | None
-Speculative = bool | str | SpeculativeSettings | None  # None/False/"off", True/"exact", "reference"
 
 
 @dataclass
@@ -130,28 +125,17 @@ class LuminaMGPTPipeline:
         `quantize`: "int8" or "int4" weight-only decoder linears (torchao; int4 needs CUDA and bfloat16).
         `tensor_parallel`: N > 1 splits the transformer over the N processes of this torchrun job (DTensor).
         """
-        device = resolve_device(device)
-        mesh = None if tensor_parallel == 1 else tensor_parallel_mesh(tensor_parallel, device)
-        if mesh is not None and quantize is not None:
-            raise LuminaError(
-                "quantize cannot be combined with tensor_parallel (torchao's quantised weights do not stay "
-                "DTensor shards: each rank would hold whole weights); use one of them"
-            )
-        given = isinstance(image_tokenizer, ImageTokenizer)
-        files = resolve_model(path_or_repo_id, text_tokenizer, None if given else image_tokenizer, not given)
-        folder, text_file = files.folder, files.text_tokenizer
-        tokenizer = TextTokenizer.from_file(text_file)
-        kind = detect_kind(tokenizer)
-        if not given:
-            image_tokenizer = load_image_tokenizer(files.image_tokenizer, device=device)
-        transformer = load_transformer(folder, dtype=dtype, device=device, mesh=mesh)  # each rank: its shards
-        if quantize is not None:
-            quantize_weights(transformer, quantize)
-        layout = TokenLayout.from_tokenizer(text_file, kind)
-        preset = preset_for(kind, folder)
-        if files.release is not None:  # the default canvas: the resolution the release was trained at
-            preset = replace(preset, canvas=(files.release.resolution,) * 2)
-        return cls(transformer, tokenizer, image_tokenizer.to(device).eval(), layout, preset, compile)
+        parts = load_model(
+            path_or_repo_id, device, dtype, text_tokenizer, image_tokenizer, quantize, tensor_parallel
+        )
+        return cls(
+            parts.transformer,
+            parts.text_tokenizer,
+            parts.image_tokenizer,
+            parts.layout,
+            parts.preset,
+            compile,
+        )
 
     # ----------------------------------------------------------------------------------- text to image
 
@@ -161,68 +145,61 @@ class LuminaMGPTPipeline:
         width: int | None = None,
         height: int | None = None,
         num_images_per_prompt: int = 1,
-        cfg_scale: float | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: Seed = None,
         *,
-        force_size: bool = True,
+        seed: Seed = None,
+        config: GenerationConfig | None = None,
         callback: Callable[[Step], None] | None = None,
         progress: bool = True,
         preview_rows: int = 0,
         on_preview: Callable[[list[Image.Image]], None] | None = None,
-        speculative: Speculative = None,
-        window: int | None = None,
-        best_of: int = 1,
-        verifier: Verifier | None = None,
-        cfg_schedule: str = "constant",
+        verifier: Verifier | str | None = None,
+        **options: Any,
     ) -> GenerationOutput:
         """Generate `num_images_per_prompt` images of `width x height` for each description.
 
         Each description is wrapped in the resolution-aware template. Image k (prompt-major) samples from its
         own generator seeded `seed + k`, so a batch gives the same images as generating each alone.
-        `cfg_scale`/`temperature`/`top_k`/`top_p` default to the model family's preset. With `on_preview`,
-        partial images (finished latent rows, grey below) are passed every `preview_rows` latent rows.
-        `speculative`: decode image grids by speculative Jacobi decoding ("exact" or True: the same law as plain
-        sampling; "reference": Lumina-mGPT 2.0's rule) or plainly ("off" or False); None: the preset's choice
-        (plain, except where the model's sampling.json says otherwise). `window` tokens per forward (default 16).
-        `best_of` > 1 draws that many candidates per image and keeps the one `verifier` (default: the model's
-        own `SelfVerifier`) scores highest; candidate c of image k uses seed `seed + k * best_of + c`.
-        `cfg_schedule="reference"`: v2's plain-path guidance (the scale floored at 4, larger ones decaying step
-        by step; `generate/guidance.py`), to reproduce its images; "constant" (default) keeps `cfg_scale`.
+        `options` are the text-to-image options of `GenerationConfig` (`cfg_scale`, `temperature`, `top_k`,
+        `top_p`, `cfg_schedule`, `force_size`, `speculative`, `window`, `best_of`, ...; `generate/config.py`),
+        on top of `config` (default: the model family's preset, `self.generation_config("t2i")`).
+        With `on_preview`, partial images (finished latent rows, grey below) are passed every `preview_rows`
+        latent rows. `speculative`: decode image grids by speculative Jacobi decoding ("exact" or True: the
+        same law as plain sampling; "reference": Lumina-mGPT 2.0's rule) or plainly ("off" or False).
+        `best_of` > 1 draws that many candidates per image and keeps the one `verifier` (a callable, or the
+        method of the model's own `SelfVerifier`: "pmi" (default) or "caption") scores highest; candidate c
+        of image k uses seed `seed + k * best_of + c` (`seed[k] + c` with a list of seeds). `cfg_schedule="reference"`: v2's plain-path guidance (the scale floored
+        at 4, larger ones decaying step by step; `generate/guidance.py`), to reproduce its images.
         """
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, Sequence) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise LuminaError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
         prompts = list(prompts)
         _check_count("num_images_per_prompt", num_images_per_prompt)
-        _check_count("best_of", best_of)
         if on_preview is not None:
             _check_count("preview_rows (with on_preview)", preview_rows)
-        if best_of != 1:
+        if isinstance(verifier, str):  # a self-verifier method: a generation option
+            options["verifier"], verifier = verifier, None
+        config = self.generation_config("t2i", config, **options)
+        if config.best_of != 1:
+            if on_preview is not None:
+                raise LuminaError("on_preview shows the rows of one drawing; use it with best_of 1")
+            if isinstance(seed, list):  # image k's candidates c: seed[k] + c (image k alone with seed[k])
+                seed = [s + c for s in row_seeds(seed, len(seed)) for c in range(config.best_of)]
             return select_best(
                 lambda n: self(
                     prompts,
                     width,
                     height,
                     n,
-                    cfg_scale,
-                    temperature,
-                    top_k,
-                    top_p,
-                    seed,
-                    force_size=force_size,
+                    seed=seed,
+                    config=replace(config, best_of=1),
                     callback=callback,
                     progress=progress,
-                    speculative=speculative,
-                    window=window,
-                    cfg_schedule=cfg_schedule,
                 ),
                 prompts,
                 num_images_per_prompt,
-                best_of,
-                verifier or SelfVerifier(self),
+                config.best_of,
+                verifier or SelfVerifier(self, config.verifier),
             )
         width, height = self._canvas(width, height)
         start = [self.layout.image_start_id]
@@ -233,20 +210,11 @@ class LuminaMGPTPipeline:
         self.check_size(width, height, max(len(p) for p in ids))
         rows = [p for p in ids for _ in range(num_images_per_prompt)]
         budget = block_length(width, height, self.layout) - 1
-        if not force_size:
+        if not config.force_size:
             budget = self.transformer.config.max_position_embeddings - max(len(p) for p in ids)
-        settings = DecodeSettings(
-            text=self.preset.text,
-            image=_override(self.preset.t2i_image, temperature, top_k, top_p),
-            cfg_scale=self.preset.t2i_cfg if cfg_scale is None else cfg_scale,
-            cfg_schedule=cfg_schedule,
-            force_size=force_size,
-            max_new_tokens=budget,
-            stop_at_image_end=True,
-            speculative=self._speculative(speculative, window),
-        )
+        settings = config.decode_settings(budget, stop_at_image_end=True)
         watch = _Progress(budget, progress, callback)
-        if on_preview is not None and preview_rows > 0 and force_size:
+        if on_preview is not None and config.force_size:
             watch.add(self._previewer(width, height, preview_rows, on_preview))
         with watch:
             result = self.engine.generate(
@@ -254,6 +222,22 @@ class LuminaMGPTPipeline:
             )
         blocks = [torch.tensor(start + tokens) for tokens in result.tokens]
         return GenerationOutput(self._decode_blocks(blocks), blocks, result.stats, _describe(settings))
+
+    def generation_config(
+        self, use: str, config: GenerationConfig | None = None, **options: Any
+    ) -> GenerationConfig:
+        """The config of a call of `use` ("t2i", "chat" or "edit"): `config` (default: the preset's) with the
+        given options (None: unchanged); a `SpeculativeSettings` as `speculative` gives all its fields."""
+        if isinstance(options.get("speculative"), SpeculativeSettings):
+            spec = options.pop("speculative")
+            options |= {
+                "speculative": spec.mode,
+                "window": options.get("window") or spec.window,
+                "coupling": spec.coupling,
+                "draft_init": spec.draft_init,
+                "nsigma": spec.nsigma,
+            }
+        return (config or self.preset.config(use)).updated(use, **options)
 
     # ----------------------------------------------------------------------------------------------- chat
 
@@ -273,52 +257,38 @@ class LuminaMGPTPipeline:
     def chat_many(
         self,
         requests: Sequence[ChatRequest],
-        cfg_scale: float | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: Seed = None,
         *,
-        text_temperature: float | None = None,
-        text_top_k: int | None = None,
-        text_top_p: float | None = None,
-        force_size: bool = True,
-        max_new_tokens: int | None = None,
+        seed: Seed = None,
+        config: GenerationConfig | None = None,
         callback: Callable[[Step], None] | None = None,
         progress: bool = False,
-        speculative: Speculative = None,
-        window: int | None = None,
+        **options: Any,
     ) -> list[ChatOutput]:
         """Answer several prepared chats (`prepare_chat`) as one decode batch, one reply each, in order.
 
-        Image and text tokens sample with their own settings (the preset's chat defaults unless given). A reply
-        stops at the turn separator (or the family's stop token) or after `max_new_tokens` (default: room for
-        four images of its canvas); an image cut off by the limit is dropped and counted in
-        `stats["unfinished_images"]`. `speculative`/`window`: as for text-to-image (image grids only).
-        Reply k samples from its own stream seeded `seed + k` (or `seed[k]`), so it is the reply `chat` gives
-        that conversation alone with that seed. Each reply's `stats` hold its own `prompt_tokens`,
-        `generated_tokens` and `unfinished_images`, and the batch's forwards and time.
+        `options` are the chat options of `GenerationConfig` (image `temperature`/`top_k`/`top_p`, their
+        `text_` counterparts, `cfg_scale`, `force_size`, `max_new_tokens`, `speculative`, `window`, ...) on top
+        of `config` (default: the preset's chat config). A reply stops at the turn separator (or the family's
+        stop token) or after `max_new_tokens` (default: room for four images of its canvas); an image cut off
+        by the limit is dropped and counted in `stats["unfinished_images"]`. Speculative decoding applies to
+        image grids only. Reply k samples from its own stream seeded `seed + k` (or `seed[k]`), so it is the
+        reply `chat` gives that conversation alone with that seed. Each reply's `stats` hold its own
+        `prompt_tokens`, `generated_tokens` and `unfinished_images`, and the batch's forwards and time.
         """
         if not requests:
             raise LuminaError("chat_many needs at least one chat request")
         if not all(isinstance(r, ChatRequest) for r in requests):
             raise LuminaError("chat_many takes prepared chats: [pipe.prepare_chat(messages), ...]")
         positions = self.transformer.config.max_position_embeddings
+        config = self.generation_config("chat", config, **options)
         budgets = [
-            max_new_tokens
-            if max_new_tokens is not None
+            config.max_new_tokens
+            if config.max_new_tokens is not None
             else min(positions - len(r.ids), 4 * block_length(r.width, r.height, self.layout) + 256)
             for r in requests
         ]
         budget = max(budgets)
-        settings = DecodeSettings(
-            text=_override(self.preset.text, text_temperature, text_top_k, text_top_p),
-            image=_override(self.preset.chat_image, temperature, top_k, top_p),
-            cfg_scale=self.preset.chat_cfg if cfg_scale is None else cfg_scale,
-            force_size=force_size,
-            max_new_tokens=budget,
-            speculative=self._speculative(speculative, window),
-        )
+        settings = config.decode_settings(budget)
         with _Progress(budget, progress, callback) as watch:
             result = self.engine.generate(
                 [r.ids for r in requests],
@@ -400,11 +370,11 @@ class LuminaMGPTPipeline:
             encoded.append({"role": message.get("role"), "content": content, "images": blocks})
         prefix = []
         if image_prefix is not None:
-            upper = _as_pil(image_prefix)
+            upper = as_rgb_image(image_prefix)
             width = upper.width if width is None else width
             height = 2 * upper.height if height is None else height
             self.check_size(width, height)
-            upper = _cover(upper, (width, prefix_height(height, self.layout)))
+            upper = cover(upper, (width, prefix_height(height, self.layout)))
             codes = self.image_tokenizer.encode_image(upper).cpu()
             prefix = image_block_prefix(codes, height, self.layout).tolist()
         width, height = self._canvas(width, height, sizes[-1] if sizes else None)
@@ -426,10 +396,6 @@ class LuminaMGPTPipeline:
             self.image_tokenizer.encode_image(self._fit(image, size)).cpu(), self.layout
         )
 
-    def _speculative(self, speculative: Speculative, window: int | None) -> SpeculativeSettings | None:
-        """A call's speculative decoding, the preset's when the call does not say (None)."""
-        return speculative_settings(self.preset.speculative if speculative is None else speculative, window)
-
     def _canvas(
         self, width: int | None, height: int | None, fallback: tuple[int, int] | None = None
     ) -> tuple[int, int]:
@@ -437,14 +403,8 @@ class LuminaMGPTPipeline:
         return default[0] if width is None else width, default[1] if height is None else height
 
     def _fit(self, image: ImageInput, canvas: tuple[int, int] | None = None) -> Image.Image:
-        """The image on `canvas` (resized to cover it, centre crop), else kept if it is a bucket of the preset
-        canvas area, else fitted to the nearest such bucket (as the releases prepare their inputs)."""
-        image = _as_pil(image)
-        if canvas is not None:
-            return _cover(image, canvas)
-        unit = self.layout.size_unit_px
-        side = round(math.sqrt(self.preset.canvas[0] * self.preset.canvas[1]) / unit) * unit
-        return image if image.size in buckets(side, unit) else fit_to_bucket(image, side)
+        """The input image on `canvas`, else on a bucket of the preset canvas area (`vq.images.prepare_image`)."""
+        return prepare_image(image, canvas, self.preset.canvas, self.layout.size_unit_px)
 
     def _encode_messages(
         self, messages: list[dict], prefix: Sequence[int] | torch.Tensor | None
@@ -485,58 +445,6 @@ class LuminaMGPTPipeline:
         return preview
 
 
-def check_size(
-    width: int, height: int, layout: TokenLayout, max_positions: int, prompt_tokens: int = 0
-) -> None:
-    """Raise LuminaError, listing valid sizes nearby, unless a model of `layout` holding `max_positions`
-    tokens can draw a `width x height` image after a prompt of `prompt_tokens` tokens."""
-    if not all(isinstance(side, numbers.Integral) for side in (width, height)):
-        raise LuminaError(f"width and height must be whole numbers of pixels, got {width!r} and {height!r}")
-    problem = size_problem(width, height, layout, max_positions, prompt_tokens)
-    if problem:
-        nearby = [f"{w}x{h}" for w, h in nearby_sizes(width, height, layout, max_positions, prompt_tokens)]
-        raise LuminaError(
-            f"cannot generate {width}x{height}: {problem}; valid sizes nearby: {', '.join(nearby) or 'none'}"
-        )
-
-
-def size_problem(
-    width: int, height: int, layout: TokenLayout, max_positions: int, prompt_tokens: int = 0
-) -> str | None:
-    """Why a `width x height` image cannot be drawn, or None."""
-    unit = layout.size_unit_px
-    if width <= 0 or height <= 0 or width % unit or height % unit:
-        return f"sides must be positive multiples of {unit} px"
-    if max(width, height) > unit * layout.max_size_units:
-        return f"sides are limited to {unit * layout.max_size_units} px (no larger size token)"
-    needed = prompt_tokens + block_length(width, height, layout)
-    if needed > max_positions:
-        return f"prompt and image need {needed} tokens, the model holds {max_positions}"
-    return None
-
-
-def nearby_sizes(
-    width: int, height: int, layout: TokenLayout, max_positions: int, prompt_tokens: int = 0
-) -> list[tuple[int, int]]:
-    """Up to four valid sizes around `width x height`, closest first: sides within three units of the
-    request, and the request's aspect ratio at the largest scale that fits."""
-    unit = layout.size_unit_px
-
-    def valid(size: tuple[int, int]) -> bool:
-        return size_problem(*size, layout, max_positions, prompt_tokens) is None
-
-    w0, h0 = (max(unit, round(side / unit) * unit) for side in (width, height))
-    candidates = {(w0 + i * unit, h0 + j * unit) for i in range(-3, 4) for j in range(-3, 4)}
-    scaled = (
-        (max(unit, round(width * f / unit) * unit), max(unit, round(height * f / unit) * unit))
-        for f in np.linspace(1.0, 0.0, 101)[:-1]
-    )
-    candidates.add(next((size for size in scaled if valid(size)), (w0, h0)))
-    return sorted(
-        (s for s in candidates if valid(s)), key=lambda s: (abs(s[0] - width) + abs(s[1] - height), s)
-    )[:4]
-
-
 class _Progress:
     """The step callback of one call: a tqdm bar plus any number of callbacks."""
 
@@ -559,27 +467,6 @@ class _Progress:
         self.bar.close()
 
 
-def detect_kind(tokenizer: TextTokenizer) -> str:
-    """ "ours", "v1" or "v2", from the names of the tokenizer's image tokens."""
-    raw = tokenizer.tokenizer
-    if raw.token_to_id(ours_image_token_name(0)) is not None:
-        return "ours"
-    if raw.token_to_id(v1_image_token_name(0)) is not None:
-        return "v1"
-    if (raw.id_to_token(155000) or "").startswith("<MOVQGAN"):
-        return "v2"
-    raise LuminaError(
-        "the text tokenizer has no image tokens (<img0>, IMGIMG… or <MOVQGAN…>): not a Lumina-mGPT tokenizer"
-    )
-
-
-def _override(
-    settings: SamplingSettings, temperature: float | None, top_k: int | None, top_p: float | None
-) -> SamplingSettings:
-    given = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
-    return replace(settings, **{k: v for k, v in given.items() if v is not None})
-
-
 def _describe(settings: DecodeSettings) -> dict[str, object]:
     """The settings of a call as plain data (for logs and the CLI's JSON)."""
     return {
@@ -597,25 +484,3 @@ def _check_count(name: str, value: object) -> None:
     """Refuse a count that is not a whole number >= 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise LuminaError(f"{name} must be a whole number >= 1, got {value!r}")
-
-
-def _as_pil(image: ImageInput) -> Image.Image:
-    """The 8-bit RGB PIL image of an input image (`to_rgb`: transparency onto white, wide grey scaled)."""
-    if isinstance(image, Image.Image):
-        return to_rgb(image)
-    if (
-        isinstance(image, np.ndarray)
-        and image.dtype == np.uint8
-        and image.ndim == 3
-        and image.shape[2] in (3, 4)
-    ):
-        return to_rgb(Image.fromarray(image))
-    raise LuminaError(
-        f"an image must be a PIL image or a uint8 array [H, W, 3], got {type(image).__name__}"
-        + (f" {image.dtype} {list(image.shape)}" if isinstance(image, np.ndarray) else "")
-    )
-
-
-def _cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Resize to cover `size` and crop the centre (v2's preparation of the i2i reference)."""
-    return image if image.size == size else ImageOps.fit(image, size, Image.Resampling.BICUBIC)

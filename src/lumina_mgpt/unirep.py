@@ -8,9 +8,11 @@ with h x w latents (h = H / latent_factor), height first, and every row closed b
 (H/f)·(W/f + 1) + 4 tokens.
 """
 
+import numbers
 import re
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from lumina_mgpt.errors import LuminaError
@@ -24,9 +26,9 @@ _T2I_PATTERN = re.compile(
 
 def latent_grid(width: int, height: int, layout: TokenLayout) -> tuple[int, int]:
     """(rows, columns) of the code grid of a width x height image; sides must be multiples of the size unit."""
-    unit = layout.size_unit_px
-    if width <= 0 or height <= 0 or width % unit or height % unit:
-        raise LuminaError(f"image size {width}x{height} is not a positive multiple of {unit} px on each side")
+    problem = _sides_problem(width, height, layout.size_unit_px)
+    if problem:
+        raise LuminaError(f"image size {width}x{height}: {problem}")
     return height // layout.latent_factor, width // layout.latent_factor
 
 
@@ -211,6 +213,66 @@ def parse_size(text: str, what: str = "size") -> tuple[int, int]:
     if match is None:
         raise LuminaError(f"{what} {text!r} is not 'WxH' in pixels with ASCII digits (e.g. 768x512)")
     return int(match[1]), int(match[2])
+
+
+def check_size(
+    width: int, height: int, layout: TokenLayout, max_positions: int, prompt_tokens: int = 0
+) -> None:
+    """Raise LuminaError, listing valid sizes nearby, unless a model of `layout` holding `max_positions`
+    tokens can draw a `width x height` image after a prompt of `prompt_tokens` tokens: the one check of a
+    requested size (the pipeline, CLI and server call it)."""
+    if not all(isinstance(side, numbers.Integral) for side in (width, height)):
+        raise LuminaError(f"width and height must be whole numbers of pixels, got {width!r} and {height!r}")
+    problem = size_problem(width, height, layout, max_positions, prompt_tokens)
+    if problem:
+        nearby = [f"{w}x{h}" for w, h in nearby_sizes(width, height, layout, max_positions, prompt_tokens)]
+        raise LuminaError(
+            f"cannot generate {width}x{height}: {problem}; valid sizes nearby: {', '.join(nearby) or 'none'}"
+        )
+
+
+def size_problem(
+    width: int, height: int, layout: TokenLayout, max_positions: int, prompt_tokens: int = 0
+) -> str | None:
+    """Why a `width x height` image cannot be drawn, or None."""
+    unit = layout.size_unit_px
+    problem = _sides_problem(width, height, unit)
+    if problem:
+        return problem
+    if max(width, height) > unit * layout.max_size_units:
+        return f"sides are limited to {unit * layout.max_size_units} px (no larger size token)"
+    needed = prompt_tokens + block_length(width, height, layout)
+    if needed > max_positions:
+        return f"prompt and image need {needed} tokens, the model holds {max_positions}"
+    return None
+
+
+def _sides_problem(width: int, height: int, unit: int) -> str | None:
+    if width <= 0 or height <= 0 or width % unit or height % unit:
+        return f"each side must be a positive multiple of {unit} px"
+    return None
+
+
+def nearby_sizes(
+    width: int, height: int, layout: TokenLayout, max_positions: int, prompt_tokens: int = 0
+) -> list[tuple[int, int]]:
+    """Up to four valid sizes around `width x height`, closest first: sides within three units of the
+    request, and the request's aspect ratio at the largest scale that fits."""
+    unit = layout.size_unit_px
+
+    def valid(size: tuple[int, int]) -> bool:
+        return size_problem(*size, layout, max_positions, prompt_tokens) is None
+
+    w0, h0 = (max(unit, round(side / unit) * unit) for side in (width, height))
+    candidates = {(w0 + i * unit, h0 + j * unit) for i in range(-3, 4) for j in range(-3, 4)}
+    scaled = (
+        (max(unit, round(width * f / unit) * unit), max(unit, round(height * f / unit) * unit))
+        for f in np.linspace(1.0, 0.0, 101)[:-1]
+    )
+    candidates.add(next((size for size in scaled if valid(size)), (w0, h0)))
+    return sorted(
+        (s for s in candidates if valid(s)), key=lambda s: (abs(s[0] - width) + abs(s[1] - height), s)
+    )[:4]
 
 
 def t2i_prompt(description: str, width: int, height: int) -> str:

@@ -9,11 +9,14 @@ import functools
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from lumina_mgpt.errors import LuminaError
+
+if TYPE_CHECKING:
+    from lumina_mgpt.text import TextTokenizer
 
 IMAGE_START = "<racm3:break>"
 IMAGE_END = "<eoss>"
@@ -392,3 +395,17 @@ def _bos_name(file: Path, kind: Kind) -> str:
 
 def _device_of(ids: torch.Tensor | int) -> torch.device:
     return ids.device if isinstance(ids, torch.Tensor) else torch.device("cpu")
+
+
+def detect_kind(tokenizer: "TextTokenizer") -> str:
+    """ "ours", "v1" or "v2", from the names of the tokenizer's image tokens."""
+    raw = tokenizer.tokenizer
+    if raw.token_to_id(ours_image_token_name(0)) is not None:
+        return "ours"
+    if raw.token_to_id(v1_image_token_name(0)) is not None:
+        return "v1"
+    if (raw.id_to_token(155000) or "").startswith("<MOVQGAN"):
+        return "v2"
+    raise LuminaError(
+        "the text tokenizer has no image tokens (<img0>, IMGIMG… or <MOVQGAN…>): not a Lumina-mGPT tokenizer"
+    )

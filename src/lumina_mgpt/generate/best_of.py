@@ -14,12 +14,12 @@ import torch
 from PIL import Image
 
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.config import VERIFIER_METHODS
 from lumina_mgpt.model import ChameleonTransformer
 from lumina_mgpt.text import IGNORE_INDEX, IMAGE_PLACEHOLDER, serialize
 from lumina_mgpt.unirep import t2i_prompt
 
 Verifier = Callable[[list[Image.Image], list[str]], "Sequence[float] | torch.Tensor"]
-VERIFIER_METHODS = ("pmi", "caption")
 
 
 class SelfVerifier:

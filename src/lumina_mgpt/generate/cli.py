@@ -4,8 +4,11 @@ Both write their images as PNGs plus a `settings.json` of everything used (promp
 model, timings), and print one line per problem instead of a traceback (exit status 2).
 """
 
+import functools
+import inspect
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +23,7 @@ from lumina_mgpt.cli_options import (
     TextTokenizerOption,
 )
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.config import check_options, options_of
 from lumina_mgpt.generate.prompt_file import PromptLine, decode_batches, read_prompts
 from lumina_mgpt.generate.tasks import TASK_NAMES, TASKS, task_message
 from lumina_mgpt.generate.turns import file_turns, option_turns
@@ -27,6 +31,39 @@ from lumina_mgpt.generate.turns import file_turns, option_turns
 DEFAULT_OUT = Path("out")
 
 
+def generation_options(use: str) -> Callable[[Callable], Callable]:
+    """Give a command a flag for every generation option of `use` (`generate/config.py`; not given: the
+    model's preset) and call it with the given ones, checked before any model loads, as `options`."""
+    specs = options_of(use)
+
+    def flag(spec) -> inspect.Parameter:
+        name = "--" + spec.name.replace("_", "-")
+        names = {"cfg_scale": ("--cfg", "--cfg-scale"), "force_size": ("--force-size/--sample-size",)}
+        names = names.get(spec.name) or ((f"{name}/--no-{name[2:]}",) if spec.kind is bool else (name,))
+        help = spec.help if spec.optional else f"{spec.help} Default: the model's preset."
+        option = typer.Option(*names, help=help, rich_help_panel="Generation options")
+        return inspect.Parameter(
+            spec.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[spec.kind | None, option],
+        )
+
+    def wrap(command: Callable) -> Callable:
+        own = [p for p in inspect.signature(command).parameters.values() if p.name != "options"]
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            given = {spec.name: kwargs.pop(spec.name, None) for spec in specs}
+            return command(**kwargs, options=check_options(use, **given))
+
+        run.__signature__ = inspect.Signature([*own, *map(flag, specs)])
+        return run
+
+    return wrap
+
+
+@generation_options("t2i")
 def generate(
     prompt: Annotated[
         str | None, typer.Argument(help="What to draw (wrapped in the resolution-aware template).")
@@ -43,51 +80,29 @@ def generate(
         int, typer.Option(min=1, help="Images decoded at once (memory); the images do not depend on it.")
     ] = 16,
     seed: Annotated[int, typer.Option(help="Image k uses seed + k.")] = 0,
-    cfg: Annotated[float | None, typer.Option(help="Guidance scale (1 = off).")] = None,
-    cfg_schedule: Annotated[
-        str, typer.Option(help="constant, or reference: v2's plain path (floored at 4, larger scales decay).")
-    ] = "constant",
-    temperature: Annotated[float | None, typer.Option(help="Image-token temperature (0 = greedy).")] = None,
-    top_k: Annotated[int | None, typer.Option(help="Image-token top-k (0 = all).")] = None,
-    top_p: Annotated[float | None, typer.Option(help="Image-token top-p.")] = None,
-    sample_size: Annotated[bool, typer.Option(help="Let the model sample the size tokens.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for the PNGs and settings.json.")] = DEFAULT_OUT,
     model: ModelOption = None,
     text_tokenizer: TextTokenizerOption = None,
     image_tokenizer: ImageTokenizerOption = None,
     device: DeviceOption = None,
     compile: Annotated[bool, typer.Option(help="Compile the decode step (GPU; slow first call).")] = False,
-    speculative: Annotated[
-        str | None,
-        typer.Option(
-            help="Speculative Jacobi decoding: exact (same law as plain), reference (v2's rule) or off; "
-            "default: the model's preset (the shipped shapes model: exact)."
-        ),
-    ] = None,
-    window: Annotated[int, typer.Option(help="Tokens per forward of speculative decoding.")] = 16,
-    best_of: Annotated[
-        int, typer.Option(help="Draw N candidates per image, keep the model's own favourite.")
-    ] = 1,
     quantize: Annotated[
         str | None, typer.Option(help="Weight-only int8 or int4 decoder linears (int4: CUDA, bfloat16).")
     ] = None,
     tensor_parallel: TensorParallelOption = 1,
+    options: dict | None = None,
 ) -> None:
     """Draw images from a text prompt."""
-    from lumina_mgpt.generate.guidance import check_cfg_schedule
-    from lumina_mgpt.generate.speculative import speculative_settings  # torch: imported on use (quick --help)
-    from lumina_mgpt.model.quantize import QUANT_MODES
+    from lumina_mgpt.model.quantize import QUANT_MODES  # torch: imported on use (quick --help)
     from lumina_mgpt.unirep import parse_size
 
     width, height = parse_size(size) if size else (None, None)
     if width is not None:
         _precheck_size(width, height, model, text_tokenizer)
-    speculative_settings(speculative, window)  # refuse bad values before loading the model
-    check_cfg_schedule(cfg_schedule)
+    options = options or {}
+    best_of = options.get("best_of", 1)
     if quantize is not None and quantize not in QUANT_MODES:
         raise LuminaError(f"--quantize must be one of {', '.join(QUANT_MODES)}, got {quantize!r}")
-    if best_of < 1:
-        raise LuminaError(f"--best-of must be >= 1, got {best_of}")
     if num_images < 1:
         raise LuminaError(f"--num-images must be >= 1, got {num_images}")
     if (prompt is None) == (prompts is None):
@@ -100,10 +115,8 @@ def generate(
             _precheck_size(w, h, model, text_tokenizer)
     pipe = _load(model, text_tokenizer, image_tokenizer, device, compile, quantize, tensor_parallel)
     if prompts is not None:
-        sampling = dict(cfg_scale=cfg, temperature=temperature, top_k=top_k, top_p=top_p)
-        sampling |= dict(force_size=not sample_size, speculative=speculative, window=window)
         canvas = (width, height) if width else None
-        _generate_prompts(pipe, items, canvas, num_images, batch_size, seed, sampling, out, model)
+        _generate_prompts(pipe, items, canvas, num_images, batch_size, seed, options, out, model)
         return
     results, files = [], []
     for first in range(0, num_images, batch_size):  # image k keeps seed + k (x best_of) whatever the batching
@@ -112,17 +125,9 @@ def generate(
             width,
             height,
             min(batch_size, num_images - first),
-            cfg,
-            temperature,
-            top_k,
-            top_p,
-            seed + first * best_of,
-            force_size=not sample_size,
+            seed=seed + first * best_of,
             progress=sys.stderr.isatty(),
-            speculative=speculative,
-            window=window,
-            best_of=best_of,
-            cfg_schedule=cfg_schedule,
+            **options,
         )
         files += _save_images(result.images, out, "image", first)
         results.append(result)
@@ -156,6 +161,7 @@ def generate(
     _note_older_images(out, files)
 
 
+@generation_options("chat")
 def chat(
     text: Annotated[
         str, typer.Argument(help="The instruction, caption, question or object (task dependent).")
@@ -177,10 +183,6 @@ def chat(
     map_name: Annotated[str, typer.Option("--map", help="Map of the dual-panel tasks.")] = "segmentation map",
     frames: Annotated[int, typer.Option(help="Number of frames of the frames task.")] = 2,
     seed: Annotated[int, typer.Option(help="Turn k uses seed + k.")] = 0,
-    cfg: Annotated[float | None, typer.Option(help="Guidance scale of image tokens (1 = off).")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Image-token temperature.")] = None,
-    top_k: Annotated[int | None, typer.Option(help="Image-token top-k.")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Reply length limit.")] = None,
     out: Annotated[
         Path, typer.Option(help="Folder for the PNGs, chat.json and settings.json.")
     ] = DEFAULT_OUT,
@@ -189,6 +191,7 @@ def chat(
     image_tokenizer: ImageTokenizerOption = None,
     device: DeviceOption = None,
     tensor_parallel: TensorParallelOption = 1,
+    options: dict | None = None,
 ) -> None:
     """A multimodal chat, one or more turns: editing, dense prediction, condition to image, QA, frames, dual
     panels. Each reply's text goes to stdout, its images to --out, the whole conversation to chat.json."""
@@ -229,13 +232,10 @@ def chat(
             messages,
             width,
             height,
-            cfg_scale=cfg,
-            temperature=temperature,
-            top_k=top_k,
             seed=seed + k,
             image_prefix=prefix,
-            max_new_tokens=max_new_tokens,
             progress=sys.stderr.isatty(),
+            **(options or {}),
         )
         drawn = _save_images(reply.images, out, f"turn{k + 1}_reply") if reply.images else []
         messages.append({"role": "assistant", "content": reply.text, "images": reply.images})
@@ -338,17 +338,10 @@ def _generate_prompts(
 
 def _precheck_size(width: int, height: int, model: str | None, text_tokenizer: str | None) -> None:
     """Refuse an impossible size from the model's config and tokenizer alone, before loading weights."""
-    from lumina_mgpt.hub import resolve_model
-    from lumina_mgpt.model import ChameleonConfig
-    from lumina_mgpt.pipeline import check_size, detect_kind
-    from lumina_mgpt.text import TextTokenizer
-    from lumina_mgpt.vocab import TokenLayout
+    from lumina_mgpt.loading import model_limits
+    from lumina_mgpt.unirep import check_size
 
-    files = resolve_model(model, text_tokenizer, want_image_tokenizer=False)
-    folder, file = files.folder, files.text_tokenizer
-    layout = TokenLayout.from_tokenizer(file, detect_kind(TextTokenizer.from_file(file)))
-    config = ChameleonConfig.from_json_file(folder / "config.json")
-    check_size(width, height, layout, config.max_position_embeddings)
+    check_size(width, height, *model_limits(model, text_tokenizer))
 
 
 def _load(

@@ -12,7 +12,7 @@ from enum import IntEnum
 import torch
 
 from lumina_mgpt.errors import LuminaError
-from lumina_mgpt.unirep import block_length
+from lumina_mgpt.unirep import block_length, latent_grid
 from lumina_mgpt.vocab import TokenLayout
 
 
@@ -103,9 +103,8 @@ class UniRepGrammar:
         rows = []
         for prompt, size in zip(prompts, sizes, strict=True):
             width, height = size if size is not None else (0, 0)
-            if size is not None and (width % unit or height % unit or min(width, height) < unit):
-                raise LuminaError(f"image size {width}x{height} is not a positive multiple of {unit} px")
             if size is not None:
+                latent_grid(width, height, layout)  # raises unless the sides are multiples of the unit
                 layout.size_token_id(max(width, height) // unit)  # raises if no size token is that large
             mode, row, col, h, w = Mode.TEXT, 0, 0, 0, 0
             start = open_block_start(prompt, layout)

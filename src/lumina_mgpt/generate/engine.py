@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.config import MAX_CFG_SCALE
 from lumina_mgpt.generate.constraints import BlockState, Kind, Mode, UniRepGrammar
 from lumina_mgpt.generate.guidance import check_cfg_schedule, reference_cfg_scale, uncond_context
 from lumina_mgpt.generate.sampling import RowRandom, SamplingSettings, sample_tokens
@@ -23,8 +24,6 @@ from lumina_mgpt.generate.speculative import JacobiDecoder, SpeculativeSettings
 from lumina_mgpt.model import ChameleonTransformer, KVCache
 from lumina_mgpt.model.parallel import cache_heads
 from lumina_mgpt.vocab import TokenLayout
-
-MAX_CFG_SCALE = 1e3  # larger scales overflow float32 logits
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@
 import torch
 
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.config import CFG_SCHEDULES
 from lumina_mgpt.generate.constraints import BlockState, Mode, open_block_start
 from lumina_mgpt.vocab import TokenLayout
 
-CFG_SCHEDULES = ("constant", "reference")
 REFERENCE_CFG_FLOOR = 4.0
 
 

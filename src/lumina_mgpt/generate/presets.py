@@ -1,58 +1,48 @@
-"""Default canvas and sampling settings per model family: the releases' own (REFERENCE.md) and ours.
+"""Default canvas and generation config per model family: the releases' own (REFERENCE.md) and ours.
 
 A model folder may carry `sampling.json` to override them, e.g.
 `{"canvas": [128, 128], "t2i": {"cfg_scale": 3.0, "top_k": 0}, "chat": {"cfg_scale": 1.0}, "text": {"top_k": 1},
-"speculative": "exact"}` ("t2i" and "chat" hold the image settings and guidance of each use; "text" the settings
-of text tokens; "speculative" how image grids decode when a call does not say: "off" or a speculative mode).
+"speculative": "exact"}` ("t2i" and "chat" hold generation options (`generate/config.py`) of each use; "text"
+the sampling of text tokens (temperature, top_k, top_p); "speculative" how image grids decode when a call does
+not say: "off" or a speculative mode). It resolves into the preset's two `GenerationConfig`s once, on loading.
 """
 
 import json
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lumina_mgpt.errors import LuminaError
-from lumina_mgpt.generate.sampling import SamplingSettings
-from lumina_mgpt.generate.speculative import speculative_settings
+from lumina_mgpt.generate.config import GenerationConfig, options_of
 
 PRESET_FILE = "sampling.json"
+TEXT_KEYS = ("temperature", "top_k", "top_p")  # the keys of sampling.json's "text" section
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Canvas `(W, H)` when none is asked for, and the guidance and sampling of each use."""
+    """Canvas `(W, H)` when none is asked for, and the generation config of each use (edits use chat's)."""
 
     canvas: tuple[int, int]
-    t2i_cfg: float
-    t2i_image: SamplingSettings
-    chat_cfg: float
-    chat_image: SamplingSettings
-    text: SamplingSettings
-    speculative: str | None = None  # image-grid decoding when a call does not say: None (plain) or a mode
+    t2i: GenerationConfig
+    chat: GenerationConfig
+
+    def config(self, use: str) -> GenerationConfig:
+        return self.t2i if use == "t2i" else self.chat
+
+
+def _family(t2i_cfg: float, t2i_top_k: int, chat_cfg: float, chat_top_k: int, **text: float) -> tuple:
+    return GenerationConfig(cfg_scale=t2i_cfg, top_k=t2i_top_k, **text), GenerationConfig(
+        cfg_scale=chat_cfg, top_k=chat_top_k, **text
+    )
 
 
 PRESETS = {
     # v1: t2i CFG 4 / image top-k 2000; omni tasks CFG 1 / top-k 200; text top-k 10 (README, inference_solver)
-    "v1": Preset(
-        (768, 768),
-        4.0,
-        SamplingSettings(1.0, 2000),
-        1.0,
-        SamplingSettings(1.0, 200),
-        SamplingSettings(1.0, 10),
-    ),
+    "v1": Preset((768, 768), *_family(4.0, 2000, 1.0, 200, text_top_k=10)),
     # v2: CFG 4 / image top-k 4096 (generate.py, sample_i2i.sh); text top-k 10
-    "v2": Preset(
-        (768, 768),
-        4.0,
-        SamplingSettings(1.0, 4096),
-        4.0,
-        SamplingSettings(1.0, 4096),
-        SamplingSettings(1.0, 10),
-    ),
+    "v2": Preset((768, 768), *_family(4.0, 4096, 4.0, 4096, text_top_k=10)),
     # ours (shapes world): small codebook, exact answers: greedy text, a narrow image top-k for tasks
-    "ours": Preset(
-        (128, 128), 3.0, SamplingSettings(1.0, 0), 1.0, SamplingSettings(1.0, 8), SamplingSettings(0.0, 0)
-    ),
+    "ours": Preset((128, 128), *_family(3.0, 0, 1.0, 8, text_temperature=0.0)),
 }
 
 
@@ -64,29 +54,31 @@ def preset_for(kind: str, folder: Path | None = None) -> Preset:
         return preset
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
+        unknown = sorted(set(data) - {"canvas", "t2i", "chat", "text", "speculative"})
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}; expected canvas, t2i, chat, text, speculative")
+        text = dict(data.get("text", {}))
+        if set(text) - set(TEXT_KEYS):
+            raise ValueError(
+                f"unknown text keys {sorted(set(text) - set(TEXT_KEYS))}; expected {list(TEXT_KEYS)}"
+            )
+        common = {f"text_{key}": value for key, value in text.items()}
+        if "speculative" in data:
+            common["speculative"] = data["speculative"]
         changes = {}
+        for use in ("t2i", "chat"):
+            section = common | dict(data.get(use, {}))
+            known = {option.name for option in options_of()}
+            if set(section) - known:
+                raise ValueError(
+                    f"unknown {use} keys {sorted(set(section) - known)}; expected {sorted(known)}"
+                )
+            changes[use] = replace(preset.config(use), **section)
         if "canvas" in data:
             width, height = data["canvas"]
             changes["canvas"] = (int(width), int(height))
-        for use in ("t2i", "chat"):
-            section = dict(data.get(use, {}))
-            if "cfg_scale" in section:
-                changes[f"{use}_cfg"] = float(section.pop("cfg_scale"))
-            changes[f"{use}_image"] = _updated(getattr(preset, f"{use}_image"), section)
-        changes["text"] = _updated(preset.text, data.get("text", {}))
-        if "speculative" in data:
-            settings = speculative_settings(data["speculative"])
-            changes["speculative"] = None if settings is None else settings.mode
-    except (OSError, ValueError, TypeError, AttributeError, LuminaError) as error:
+    except (OSError, ValueError, TypeError, AttributeError) as error:  # LuminaError is a ValueError
         raise LuminaError(
             f"{file} is not a valid sampling preset ({type(error).__name__}: {error})"
         ) from None
     return replace(preset, **changes)
-
-
-def _updated(settings: SamplingSettings, section: dict) -> SamplingSettings:
-    known = {f.name for f in fields(SamplingSettings)}
-    unknown = set(section) - known
-    if unknown:
-        raise ValueError(f"unknown keys {sorted(unknown)}; expected {sorted(known)} (and cfg_scale)")
-    return replace(settings, **section)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import torch
 
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.config import option
 
 MAX_SEED = 2**62  # seeds are ints in 0..MAX_SEED (the random streams hash them as 64-bit values)
-MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3  # beyond them float32 logits overflow or flatten into NaNs
 
 
 @dataclass(frozen=True)
@@ -24,15 +24,9 @@ class SamplingSettings:
     top_k: int = 0
     top_p: float = 1.0
 
-    def __post_init__(self) -> None:
-        if not (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE):
-            raise LuminaError(
-                f"temperature must be 0 (greedy) or in {MIN_TEMPERATURE}..{MAX_TEMPERATURE}, got {self.temperature}"
-            )
-        if self.top_k < 0:
-            raise LuminaError(f"top_k must be >= 0 (0 = no limit), got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise LuminaError(f"top_p must be in (0, 1], got {self.top_p}")
+    def __post_init__(self) -> None:  # the limits are the generation config's (one rule each)
+        for name in ("temperature", "top_k", "top_p"):
+            option(name).check(getattr(self, name))
 
 
 def sample_tokens(

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.config import MODES, option
 from lumina_mgpt.generate.constraints import BlockState, Mode
 from lumina_mgpt.generate.sampling import SamplingSettings
 from lumina_mgpt.model.parallel import full_weight
@@ -55,8 +56,6 @@ if TYPE_CHECKING:
     from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings
     from lumina_mgpt.model import KVCache
 
-MODES = ("exact", "reference")
-DRAFT_INITS = ("random", "above")
 NEG_INF = float("-inf")
 
 
@@ -71,17 +70,13 @@ class SpeculativeSettings:
     # "above" in the exact mode, "random" in the reference mode, as Lumina-mGPT 2.0 drafts)
     nsigma: float = 1.0  # reference mode's top-nσ filter (0 = off)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # the limits are the generation config's (one rule each)
         if self.mode not in MODES:
             raise LuminaError(f"speculative mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
-            raise LuminaError(f"the speculative window must be >= 1 token, got {self.window}")
         if self.draft_init is None:
             object.__setattr__(self, "draft_init", "above" if self.mode == "exact" else "random")
-        if self.draft_init not in DRAFT_INITS:
-            raise LuminaError(f"draft_init must be one of {', '.join(DRAFT_INITS)}, got {self.draft_init!r}")
-        if not self.nsigma >= 0:
-            raise LuminaError(f"nsigma must be >= 0 (0 = off), got {self.nsigma}")
+        for name in ("window", "coupling", "draft_init", "nsigma"):
+            option(name).check(getattr(self, name))
 
 
 def speculative_settings(

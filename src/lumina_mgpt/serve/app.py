@@ -1,7 +1,9 @@
 """The HTTP API: OpenAI-compatible image generation and chat over one pipeline, with the web UI at `/ui`.
 
     POST /v1/images/generations   {"prompt", "n", "size": "WxH", "response_format": "b64_json", "stream",
-                                   + "seed", "cfg_scale", "temperature", "top_k", "top_p", "speculative"}
+                                   + "seed" and the text-to-image generation options ("cfg_scale",
+                                   "temperature", "top_k", "top_p", "speculative", "window", "best_of", ...;
+                                   generate/config.py; null or absent: the model's preset)}
         -> {"created", "data": [{"b64_json", "seed"}], "size", "output_format": "png", "usage", "metrics"}
     POST /v1/images/edits         multipart form: "image" (file), "prompt", optional "mask" (a PNG whose
                                    alpha is 0 where the image may change), and the fields of generations
@@ -14,13 +16,15 @@
     POST /v1/chat/completions     {"messages": [{"role", "content": str | [{"type": "text", "text"} |
                                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,."}}]}],
                                    "max_tokens", "seed", "temperature"/"top_p"/"top_k" (text), "size",
-                                   "cfg_scale", "image_temperature"/"image_top_k"/"image_top_p", "stream"}
+                                   "cfg_scale", "image_temperature"/"image_top_k"/"image_top_p", "stream"
+                                   and the other chat generation options ("speculative", "window", ...)}
         -> a chat.completion whose message content is always the reply's text (a string); the images the
            model drew are in the message's extra field "images": [{"image_url": {"url":
            "data:image/png;base64,..."}, "offset"}] (offset: where in the text the image was). With
            "image_markdown": true the content also holds each image as a markdown data URL at its place.
            An assistant message sent back as history may carry the same "images" field.
-    GET  /v1/models, GET /health  (/health also counts decodes, batched requests and cancellations)
+    GET  /v1/models (with each endpoint's generation defaults), GET /health  (/health also counts decodes,
+                                   batched requests and cancellations)
 
 With `"stream": true` the reply is server-sent events. Images: `image_generation.progress` ({step, total,
 progress}), `image_generation.partial_image` after each finished latent row of each image (OpenAI's fields
@@ -65,6 +69,7 @@ from lumina_mgpt.serve.schemas import (
     ChatCompletionRequest,
     ImageEditRequest,
     ImageGenerationRequest,
+    generation_defaults,
 )
 from lumina_mgpt.text import IMAGE_PLACEHOLDER
 
@@ -112,6 +117,7 @@ def create_app(
             "max_positions": pipeline.transformer.config.max_position_embeddings,
             "output_formats": ["png", "jpeg", "webp"],
             "ignored_fields": list(IGNORED_IMAGE_FIELDS),
+            "generation_defaults": generation_defaults(pipeline.preset),
         }
         return {"object": "list", "data": [card]}
 

@@ -2,8 +2,8 @@
 
 Jobs of one kind with equal settings that are waiting together run as one decode batch, each image or reply
 with its own seed, so it is the same whether its request was batched or not: text-to-image jobs of equal
-`ImageSettings` (size, guidance, sampling) as one pipeline call over all their prompts, chats of equal
-`ChatSettings` (each on its own canvas) as one `chat_many` call. An idle worker waits `batch_window_s` after a
+`ImageSettings` (size and generation config) as one pipeline call over all their prompts, chats of equal
+`GenerationConfig` (each on its own canvas) as one `chat_many` call. An idle worker waits `batch_window_s` after a
 new request for companions. A job whose client has gone leaves the queue; a running decode stops at the next
 token once every job in it has gone.
 """
@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import asdict
 
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.engine import Step
@@ -165,7 +164,7 @@ class Batcher:
         prompts = [job.prompt for job in jobs for _ in range(job.n)]
         seeds = [job.seed + k for job in jobs for k in range(job.n)]
         watch = _Watch(jobs, block_length(width, height, layout) - 1, height // layout.latent_factor)
-        extra: dict = {"speculative": settings.speculative} if settings.speculative else {}
+        extra: dict = {}
         if any(job.stream for job in jobs):
             extra |= dict(preview_rows=1, on_preview=watch.preview)
         out = self.pipe(
@@ -173,11 +172,8 @@ class Batcher:
             width,
             height,
             1,
-            settings.cfg_scale,
-            settings.temperature,
-            settings.top_k,
-            settings.top_p,
-            seeds,
+            seed=seeds,
+            config=settings.config,
             callback=watch.step,
             progress=False,
             **extra,
@@ -210,7 +206,7 @@ class Batcher:
             seed=[job.seed for job in ready],
             callback=watch.step,
             progress=False,
-            **asdict(ready[0].settings),
+            config=ready[0].settings,
         )
         self._count("chats", len(ready))
         for job, out in zip(ready, outputs, strict=True):
@@ -228,7 +224,7 @@ class Batcher:
         seeds = [job.seed + k for job in jobs for k in range(job.n)]
         watch = _Watch(jobs, jobs[0].settings.max_new_tokens, None)
         outputs = self.pipe.chat_many(
-            requests, seed=seeds, callback=watch.step, progress=False, **asdict(jobs[0].settings)
+            requests, seed=seeds, callback=watch.step, progress=False, config=jobs[0].settings
         )
         self._count("images", len(requests))
         offset = 0

@@ -11,11 +11,12 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image, ImageOps
 
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.config import GenerationConfig
 from lumina_mgpt.generate.tasks import task_message
 from lumina_mgpt.pipeline import ChatOutput, ChatRequest, LuminaMGPTPipeline
 from lumina_mgpt.serve.limits import Limits
@@ -27,6 +28,7 @@ from lumina_mgpt.serve.schemas import (
     ImageGenerationRequest,
     ImagePart,
     TextPart,
+    generation_options,
 )
 from lumina_mgpt.text import IMAGE_PLACEHOLDER, serialize
 from lumina_mgpt.unirep import block_length, parse_size, t2i_prompt
@@ -58,27 +60,7 @@ class ImageSettings:
 
     width: int
     height: int
-    cfg_scale: float
-    temperature: float
-    top_k: int
-    top_p: float
-    speculative: str | None = None  # "exact" or "reference" speculative Jacobi decoding; None: plain
-
-
-@dataclass(frozen=True)
-class ChatSettings:
-    """A chat's sampling options (keyword arguments of `pipe.chat_many`): chats with equal settings can run
-    as one decode batch, each on its own canvas."""
-
-    cfg_scale: float | None = None
-    temperature: float | None = None  # of image tokens
-    top_k: int | None = None
-    top_p: float | None = None
-    text_temperature: float | None = None
-    text_top_k: int | None = None
-    text_top_p: float | None = None
-    max_new_tokens: int | None = None
-    speculative: str | None = None
+    config: GenerationConfig
 
 
 @dataclass
@@ -177,6 +159,10 @@ class ImageJob(ImagesJob):
         self.prompt, self.settings, self.prompt_tokens = prompt, settings, prompt_tokens
 
     @property
+    def rows(self) -> int:
+        return self.n * self.settings.config.best_of  # every candidate is a row of the decode batch
+
+    @property
     def size(self) -> str:
         return f"{self.settings.width}x{self.settings.height}"
 
@@ -189,7 +175,7 @@ class EditJob(ImagesJob):
         self,
         request: ChatRequest,
         n: int,
-        settings: ChatSettings,
+        settings: GenerationConfig,
         seed: int,
         image: Image.Image,
         mask: Image.Image | None,
@@ -216,7 +202,7 @@ class ChatJob(Job):
         self,
         messages: list[dict],
         canvas: tuple[int | None, int | None],
-        settings: ChatSettings,
+        settings: GenerationConfig,
         seed: int,
         stream: bool,
     ) -> None:
@@ -231,7 +217,16 @@ def image_job(
 ) -> ImageJob:
     """A validated text-to-image job; raises APIError naming the bad parameter."""
     _check_request(body, limits, model_id)
-    speculative = _speculative(body.speculative)
+    config = _config(pipe, "t2i", body)
+    if body.n * config.best_of > limits.max_images:
+        raise APIError(
+            400,
+            f"n x best_of is {body.n * config.best_of}; this server draws at most {limits.max_images} images "
+            "per request",
+            "best_of",
+        )
+    if body.stream and config.best_of > 1:
+        raise APIError(400, "a stream shows the rows of one drawing; use it with best_of 1", "stream")
     width, height = request_size(body.size, pipe.preset.canvas, limits)
     message = {"role": "user", "content": t2i_prompt(body.prompt, width, height)}
     prompt_tokens = len(serialize([message], pipe.text_tokenizer, pipe.layout)[0]) + 1  # + the image start
@@ -239,16 +234,7 @@ def image_job(
         pipe.check_size(width, height, prompt_tokens)
     except LuminaError as error:
         raise APIError(400, str(error), "size") from None
-    preset = pipe.preset.t2i_image
-    settings = ImageSettings(
-        width,
-        height,
-        pipe.preset.t2i_cfg if body.cfg_scale is None else body.cfg_scale,
-        preset.temperature if body.temperature is None else body.temperature,
-        preset.top_k if body.top_k is None else body.top_k,
-        preset.top_p if body.top_p is None else body.top_p,
-        speculative,
-    )
+    settings = ImageSettings(width, height, config)
     seed = secrets.randbelow(MAX_SEED) if body.seed is None else body.seed
     job = ImageJob(body.prompt, body.n, settings, seed, prompt_tokens, body.stream)
     job.output_format, job.output_compression = body.output_format, body.output_compression
@@ -265,6 +251,7 @@ async def edit_job(
 ) -> EditJob:
     """A validated edit job: the editing task's message (`{prompt} <|image|>`) on the uploaded image."""
     _check_request(body, limits, model_id)
+    config = _config(pipe, "edit", body)
     canvas = None if body.size in (None, "auto") else request_size(body.size, pipe.preset.canvas, limits)
     picture = _upload(image, limits, "image")
     alpha = None
@@ -294,14 +281,7 @@ async def edit_job(
         pipe.check_size(request.width, request.height, len(request.ids))
     except LuminaError as error:
         raise APIError(400, str(error), "size") from None
-    settings = ChatSettings(
-        cfg_scale=body.cfg_scale,
-        temperature=body.temperature,
-        top_k=body.top_k,
-        top_p=body.top_p,
-        max_new_tokens=block_length(request.width, request.height, pipe.layout) - 1,
-        speculative=_speculative(body.speculative),
-    )
+    settings = replace(config, max_new_tokens=block_length(request.width, request.height, pipe.layout) - 1)
     seed = secrets.randbelow(MAX_SEED) if body.seed is None else body.seed
     job = EditJob(request, body.n, settings, seed, picture, alpha, body.stream)
     job.output_format, job.output_compression = body.output_format, body.output_compression
@@ -346,26 +326,17 @@ async def chat_job(
             pipe.check_size(width, height)
         except LuminaError as error:
             raise APIError(400, str(error), "size") from None
-    max_new_tokens = body.max_completion_tokens or body.max_tokens
-    if max_new_tokens is not None and max_new_tokens > limits.max_new_tokens:
+    settings = _config(pipe, "chat", body)
+    if body.max_completion_tokens is not None:
+        settings = replace(settings, max_new_tokens=body.max_completion_tokens)
+    if settings.max_new_tokens is not None and settings.max_new_tokens > limits.max_new_tokens:
         raise APIError(
             400,
-            f"max_tokens is {max_new_tokens}; this server allows at most {limits.max_new_tokens}",
+            f"max_tokens is {settings.max_new_tokens}; this server allows at most {limits.max_new_tokens}",
             "max_tokens",
         )
     messages = await asyncio.to_thread(chat_messages, body, limits)
     seed = secrets.randbelow(MAX_SEED) if body.seed is None else body.seed
-    settings = ChatSettings(
-        cfg_scale=body.cfg_scale,
-        temperature=body.image_temperature,
-        top_k=body.image_top_k,
-        top_p=body.image_top_p,
-        text_temperature=body.temperature,
-        text_top_k=body.top_k,
-        text_top_p=body.top_p,
-        max_new_tokens=max_new_tokens,
-        speculative=_speculative(body.speculative),
-    )
     job = ChatJob(messages, (width, height), settings, seed, body.stream)
     job.image_markdown = body.image_markdown
     return job
@@ -452,9 +423,13 @@ def _check_model(requested: str | None, model_id: str) -> None:
         )
 
 
-def _speculative(value: bool | str | None) -> str | None:
-    """The pipeline's `speculative` of a request's field: true means "exact", false "off", None the preset's."""
-    return {True: "exact", False: "off"}.get(value, value) if value is not None else None
+def _config(pipe: LuminaMGPTPipeline, use: str, body) -> GenerationConfig:
+    """The generation config of a request: the model's preset with the body's options (checked by the schema;
+    a combination the config refuses is a 400)."""
+    try:
+        return pipe.generation_config(use, **generation_options(body, use))
+    except LuminaError as error:
+        raise APIError(400, str(error)) from None
 
 
 def _check_text(text: str, limits: Limits, param: str) -> None:

@@ -2,7 +2,9 @@
 exact message of each task, with an example image), and a multimodal chat that keeps the latest image.
 
 The tabs build the API's own request bodies and go through its validation and batcher, so UI and API
-requests share decode batches and limits. Needs `gradio` (the `serve` extra).
+requests share decode batches and limits. Every generation option of a tab's use (`generate/config.py`) is a
+control (`option_controls`), its value the model's preset, its limits the config's. Needs `gradio` (the
+`serve` extra).
 """
 
 import math
@@ -15,6 +17,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from lumina_mgpt.errors import LuminaError
+from lumina_mgpt.generate.config import GenerationConfig, Option, options_of
 from lumina_mgpt.generate.tasks import TASKS
 from lumina_mgpt.pipeline import LuminaMGPTPipeline
 from lumina_mgpt.serve.app import validation_error
@@ -23,7 +26,7 @@ from lumina_mgpt.serve.jobs import APIError, chat_job, image_job
 from lumina_mgpt.serve.limits import Limits
 from lumina_mgpt.serve.media import png_data_url
 from lumina_mgpt.serve.presets import draws_from_words, example_image, presets_for
-from lumina_mgpt.serve.schemas import ChatCompletionRequest, ImageGenerationRequest
+from lumina_mgpt.serve.schemas import CHAT_NAMES, ChatCompletionRequest, ImageGenerationRequest
 from lumina_mgpt.text import IMAGE_PLACEHOLDER
 from lumina_mgpt.unirep import block_length, buckets, parse_size
 
@@ -53,6 +56,44 @@ def size_presets(pipe: LuminaMGPTPipeline, limits: Limits) -> list[str]:
     return [f"{w}x{h}" for w, h in sizes if allowed(w, h)]
 
 
+def option_control(spec: Option, value: object, elem_id: str) -> gr.components.Component:
+    """The control of one generation option: a checkbox, a choice or a number within the option's limits (an
+    optional number's control shows its default, None, as 0)."""
+    label = f"{spec.help} 0: the default." if spec.optional else spec.help
+    if spec.kind is bool:
+        return gr.Checkbox(value, label=label, elem_id=elem_id)
+    if spec.choices:
+        return gr.Dropdown(list(spec.choices), value=value, label=label, elem_id=elem_id)
+    return gr.Number(
+        0 if value is None else value,
+        minimum=0 if spec.optional else spec.minimum,
+        maximum=spec.high,
+        precision=0 if spec.kind is int else None,
+        label=label,
+        elem_id=elem_id,
+    )
+
+
+def option_controls(use: str, config: GenerationConfig, prefix: str) -> dict[str, gr.components.Component]:
+    """A control per generation option of `use`, showing `config`'s values (made inside a Blocks context)."""
+    return {
+        spec.name: option_control(spec, getattr(config, spec.name), f"{prefix}-{spec.name.replace('_', '-')}")
+        for spec in options_of(use)
+    }
+
+
+def request_options(use: str, values: tuple) -> dict[str, object]:
+    """The request fields of the controls' `values` (in `option_controls` order); empty ones are left out."""
+    names = CHAT_NAMES if use == "chat" else {}
+    fields = {}
+    for spec, value in zip(options_of(use), values, strict=True):
+        if value is not None and not (spec.optional and value == 0):
+            number = spec.kind in (int, float) and not isinstance(value, bool)
+            whole = number and spec.kind is int and float(value).is_integer()
+            fields[names.get(spec.name, spec.name)] = int(value) if whole else value
+    return fields
+
+
 def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
     pipe, limits, preset = batcher.pipe, batcher.limits, batcher.pipe.preset
     sizes = size_presets(pipe, limits)
@@ -64,27 +105,16 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
             examples[name] = files / f"example_{len(examples)}.png"
             Image.fromarray(example_image(task.example, *preset.canvas)).save(examples[name])
 
-    async def generate(
-        prompt: str,
-        size: str,
-        n: float,
-        cfg: float,
-        top_k: float | None,
-        temperature: float,
-        seed: float | None,
-        speculative: bool,
-    ):
+    async def generate(prompt: str, size: str, n: float, seed: float | None, *values):
+        options = request_options("t2i", values)
         body = _body(
             ImageGenerationRequest,
             prompt=prompt,
             size=size,
             n=int(n),
-            cfg_scale=float(cfg),
-            top_k=int(top_k or 0),
-            temperature=float(temperature),
             seed=int(seed or 0),
-            speculative=bool(speculative),
-            stream=True,
+            stream=options.get("best_of", preset.t2i.best_of) == 1,  # best-of shows the picks only
+            **options,
         )
         try:
             job = image_job(pipe, limits, body, model_id)
@@ -123,7 +153,7 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
         return task.message(*parse_size(size)), image
 
     async def run_task(
-        name: str, size: str, message: str, image: Image.Image | None, seed: float | None, cfg, tokens
+        name: str, size: str, message: str, image: Image.Image | None, seed: float | None, *values
     ):
         task = tasks[name]
         width, height = parse_size(size)
@@ -138,10 +168,11 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
             parts += [{"type": "image_url", "image_url": {"url": png_data_url(image.convert("RGB"))}}]
             parts += [{"type": "text", "text": piece}]
         drawn = task.frames if task.task == "frames" else 1  # images the task draws: the reply's room
-        budget = int(tokens) or min(
-            limits.max_new_tokens, drawn * block_length(width, height, pipe.layout) + 64
+        options = request_options("chat", values)
+        options.setdefault(
+            "max_tokens", min(limits.max_new_tokens, drawn * block_length(width, height, pipe.layout) + 64)
         )
-        body = _turn(parts, size, seed, cfg, budget)
+        body = _turn(parts, size, seed, options)
         result = await _answer(body, image.convert("RGB") if spec.prefix else None)
         text = result.output.text.replace(IMAGE_PLACEHOLDER, " ").strip()
         saved = _save(result.output.images, text, files)
@@ -169,8 +200,7 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
         latest: Image.Image | None,
         size: str,
         seed: float | None,
-        cfg: float,
-        max_tokens: float,
+        *values,
     ):
         """One turn, sent with its own images, else with the latest image (the last one uploaded or drawn)
         unless the message is a task that draws from words alone; the context is that image, not the
@@ -182,7 +212,7 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
             images = [latest]
         parts = [{"type": "text", "text": text}]
         parts += [{"type": "image_url", "image_url": {"url": png_data_url(image)}} for image in images]
-        body = _turn(parts, size, seed, cfg, int(max_tokens) or None)
+        body = _turn(parts, size, seed, request_options("chat", values))
         shown = [*shown, *_bubbles("user", text, images if uploads else [])]
         yield gr.MultimodalTextbox(value=None, interactive=False), shown, latest, None
         result = await _answer(body, None)
@@ -205,22 +235,14 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
                     )
                     size = gr.Dropdown(sizes, value=sizes[0], label="Size (W x H)", elem_id="size")
                     n = gr.Slider(1, limits.max_images, value=1, step=1, label="Images")
-                    cfg = gr.Slider(0.0, 16.0, value=preset.t2i_cfg, step=0.5, label="CFG scale")
-                    top_k = gr.Number(
-                        value=preset.t2i_image.top_k, precision=0, minimum=0, label="Top-k (0 = all)"
-                    )
-                    temperature = gr.Slider(
-                        0.0, 2.0, value=preset.t2i_image.temperature, step=0.05, label="Temperature"
-                    )
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (image k uses seed + k)")
-                    speculative = gr.Checkbox(
-                        preset.speculative == "exact", label="Speculative decoding (exact)"
-                    )
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
+                    with gr.Accordion("Generation options", open=False):
+                        t2i_options = option_controls("t2i", preset.t2i, "t2i")
                 with gr.Column(scale=3):
                     gallery = gr.Gallery(label="Images", columns=2, format="png", elem_id="gallery")
                     status = gr.Markdown(elem_id="status")
-            inputs = [prompt, size, n, cfg, top_k, temperature, seed, speculative]
+            inputs = [prompt, size, n, seed, *t2i_options.values()]
             run.click(generate, inputs, [gallery, status], concurrency_limit=None)
         with gr.Tab("Tasks"):
             first = next(iter(tasks))
@@ -240,15 +262,9 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
                         image0, type="pil", image_mode="RGB", label="Input image", elem_id="task-image"
                     )
                     task_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-                    task_cfg = gr.Slider(0.0, 16.0, value=preset.chat_cfg, step=0.5, label="CFG scale")
-                    task_tokens = gr.Slider(
-                        0,
-                        limits.max_new_tokens,
-                        value=0,
-                        step=1,
-                        label="Max new tokens (0: what the task needs)",
-                    )
                     task_run = gr.Button("Run", variant="primary", elem_id="task-run")
+                    with gr.Accordion("Generation options", open=False):
+                        task_options = option_controls("chat", preset.chat, "task")
                 with gr.Column(scale=3):
                     task_gallery = gr.Gallery(label="Images", columns=2, format="png", elem_id="task-gallery")
                     task_text = gr.Textbox(label="Text reply", interactive=False, elem_id="task-text")
@@ -269,7 +285,7 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
             )
             task_run.click(
                 run_task,
-                [task_name, task_size, task_message, task_image, task_seed, task_cfg, task_tokens],
+                [task_name, task_size, task_message, task_image, task_seed, *task_options.values()],
                 [task_gallery, task_text, task_status, task_files],
                 concurrency_limit=None,
             )
@@ -287,15 +303,12 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
                     ["auto", *sizes], value="auto", label="Size of images the model draws"
                 )
                 chat_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-                chat_cfg = gr.Slider(0.0, 16.0, value=preset.chat_cfg, step=0.5, label="CFG scale")
-                max_tokens = gr.Slider(
-                    0, limits.max_new_tokens, value=0, step=1, label="Max new tokens (0: default)"
-                )
+                chat_options = option_controls("chat", preset.chat, "chat")
             chat_files = gr.File(label="Download the last reply", file_count="multiple", interactive=False)
             latest = gr.State(None)
             box.submit(
                 chat,
-                [box, chatbot, latest, chat_size, chat_seed, chat_cfg, max_tokens],
+                [box, chatbot, latest, chat_size, chat_seed, *chat_options.values()],
                 [box, chatbot, latest, chat_files],
                 concurrency_limit=None,
             )
@@ -310,15 +323,14 @@ def _body(schema, **fields):
         raise gr.Error(validation_error(error.errors()).message) from None
 
 
-def _turn(parts: list[dict], size: str, seed: float | None, cfg: float, max_tokens: int | None):
-    """The chat body of one user turn of content `parts`."""
+def _turn(parts: list[dict], size: str, seed: float | None, options: dict):
+    """The chat body of one user turn of content `parts`, with the generation options' request fields."""
     return _body(
         ChatCompletionRequest,
         messages=[{"role": "user", "content": parts}],
         size=size,
         seed=int(seed or 0),
-        cfg_scale=float(cfg),
-        max_tokens=max_tokens,
+        **options,
     )
 
 

@@ -55,9 +55,8 @@ def prepare(records: str | os.PathLike, run: str | os.PathLike, settings: Finetu
     from lumina_mgpt.data.guard import check_fit, measure_fit, reference_psnr
     from lumina_mgpt.data.pretokenize import default_area, pretokenize
     from lumina_mgpt.hub import resolve_model
-    from lumina_mgpt.pipeline import detect_kind
     from lumina_mgpt.text import TextTokenizer
-    from lumina_mgpt.vocab import TokenLayout
+    from lumina_mgpt.vocab import TokenLayout, detect_kind
     from lumina_mgpt.vq import load_image_tokenizer
 
     records, run = Path(records), Path(run)

@@ -1,16 +1,18 @@
-"""Input images: any PIL image to 8-bit RGB, and fitted to an aspect-ratio bucket as the releases' item
-processors do."""
+"""Input images: any PIL image (or uint8 array) to 8-bit RGB, covering a canvas or fitted to an aspect-ratio
+bucket as the releases' item processors do."""
 
+import math
 import random
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.unirep import buckets, nearest_bucket
 
 Crop = Literal["centre", "random"]
+ImageInput = Image.Image | np.ndarray  # PIL, or uint8 [H, W, 3|4]
 FULL_SCALE = {"I": 65535.0, "F": 1.0}  # white in wide single-channel modes ("I;16*" too); "I" is 16-bit PNG's
 
 
@@ -55,3 +57,37 @@ def fit_to_bucket(
     else:
         left, top = (image.width - width) // 2, (image.height - height) // 2
     return image.crop((left, top, left + width, top + height))
+
+
+def as_rgb_image(image: ImageInput) -> Image.Image:
+    """The 8-bit RGB PIL image of an input image (`to_rgb`: transparency onto white, wide grey scaled)."""
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if (
+        isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and image.ndim == 3
+        and image.shape[2] in (3, 4)
+    ):
+        return to_rgb(Image.fromarray(image))
+    raise LuminaError(
+        f"an image must be a PIL image or a uint8 array [H, W, 3], got {type(image).__name__}"
+        + (f" {image.dtype} {list(image.shape)}" if isinstance(image, np.ndarray) else "")
+    )
+
+
+def cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize to cover `size` and crop the centre (v2's preparation of the i2i reference)."""
+    return image if image.size == size else ImageOps.fit(image, size, Image.Resampling.BICUBIC)
+
+
+def prepare_image(
+    image: ImageInput, canvas: tuple[int, int] | None, area: tuple[int, int], unit: int = 32
+) -> Image.Image:
+    """An input image as the releases prepare it: on `canvas` (covered, centre crop) if given, else kept if its
+    size is a bucket of `area`'s area, else fitted to the nearest such bucket."""
+    image = as_rgb_image(image)
+    if canvas is not None:
+        return cover(image, canvas)
+    side = round(math.sqrt(area[0] * area[1]) / unit) * unit
+    return image if image.size in buckets(side, unit) else fit_to_bucket(image, side)
