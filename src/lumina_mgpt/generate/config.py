@@ -13,6 +13,7 @@ settings dataclasses check their fields with these rules too.
 """
 
 import math
+import numbers
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +67,7 @@ class Option:
                 raise LuminaError(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}")
             return value
         whole = self.kind is int
-        number = isinstance(value, int) if whole else isinstance(value, int | float)
+        number = isinstance(value, numbers.Integral if whole else numbers.Real)
         if isinstance(value, bool) or not number:
             kind = "a whole number" if whole else "a number"
             raise LuminaError(f"{self.name} must be {kind} ({self.limits()}), got {value!r}")
