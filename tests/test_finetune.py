@@ -93,7 +93,10 @@ def test_full_and_lora_finetunes_lower_the_validation_loss_and_export_a_self_con
     assert (run / "model" / "sampling.json").read_text() == '{"speculative": "exact"}'
 
     pipe = LuminaMGPTPipeline.from_pretrained(run / "model")  # no other argument
-    assert pipe.preset.t2i.speculative == pipe.preset.chat.speculative == "exact" and pipe.image_tokenizer.codebook_size == 64
+    assert (
+        pipe.preset.t2i.speculative == pipe.preset.chat.speculative == "exact"
+        and pipe.image_tokenizer.codebook_size == 64
+    )
     out = tmp_path / "generated"
     result = CliRunner().invoke(
         app, ["generate", "a red circle", "--model", str(run / "model"), "--out", str(out)]
