@@ -13,9 +13,8 @@ from test_generate_helpers import favour_token, one_thread, tiny_layout, tiny_mo
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.constraints import BlockState
 from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings, Step
-from lumina_mgpt.generate.sampling import SamplingSettings
+from lumina_mgpt.generate.sampling import CounterNoise, SamplingSettings
 from lumina_mgpt.generate.speculative import (
-    CounterNoise,
     JacobiDecoder,
     SpeculativeSettings,
     speculative_settings,
@@ -200,11 +199,14 @@ def test_a_confident_model_accepts_whole_windows_and_rolls_back_the_rest():
 
 
 def test_above_drafts_copy_the_nearest_committed_code_up_the_column():
-    engine = DecodeEngine(tiny_model(), LAYOUT)
-    spec = SpeculativeSettings(window=12)
+    model, spec = tiny_model(), SpeculativeSettings(window=12)
     one = torch.tensor([0])
     state = BlockState(*(one.clone() for _ in range(7)))
-    decoder = JacobiDecoder(engine, state, settings(spec), [0], torch.tensor([1024]))
+    stop_ids, noise, budget = torch.tensor([SEP]), CounterNoise([0], "cpu"), torch.tensor([1024])
+    image = SamplingSettings()
+    decoder = JacobiDecoder(
+        model.model, model.lm_head.weight, LAYOUT, stop_ids, state, noise, budget, spec, image, 1.0, True
+    )
     code = LAYOUT.image_token_ids
     # a 4-column grid (a line is 4 codes and an eol): row 0 done, row 1 up to its third code
     out = torch.tensor(

@@ -1,12 +1,13 @@
 """Token sampling: temperature, top-k and top-p over a batch of rows, each row with its own random stream.
 
 Everything is batched tensor work: one `topk` (which also sorts the candidates), one softmax, two cumsums and
-one `searchsorted` per step, whatever the vocabulary size. Randomness comes from per-row CPU generators that
-pre-draw blocks of uniforms, so a row's samples depend only on its own seed (batched == alone) and not on the
-device.
+one `searchsorted` per step, whatever the vocabulary size. Randomness has one source, `CounterNoise`: a
+counter-based hash of (row seed, purpose, counters) computed on the device, so a row's samples depend only on
+its own seed and token index (batched == alone, any device), and a step draws them without host work.
 """
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 import torch
 
@@ -52,7 +53,8 @@ def sample_tokens(
     """
     vocab = logits.shape[-1]
     k = vocab if max_k <= 0 else min(max_k, vocab)
-    values, ids = logits.topk(k, dim=-1)  # sorted, largest first
+    # sorted, largest first (a full sort is much faster than a topk of the whole vocabulary)
+    values, ids = logits.sort(dim=-1, descending=True) if k == vocab else logits.topk(k, dim=-1)
     greedy = None
     if temperature is not None:
         greedy = (temperature <= 0).unsqueeze(-1)
@@ -73,24 +75,66 @@ def sample_tokens(
     return ids.gather(-1, choice).squeeze(-1)
 
 
-class RowRandom:
-    """One CPU `torch.Generator` per row; `next()` returns one uniform per row, drawn in blocks."""
+class Stream(IntEnum):
+    """What random numbers are for: each purpose is an independent stream of a row's `CounterNoise`."""
 
-    def __init__(self, seeds: list[int], device: torch.device | str = "cpu", block: int = 256) -> None:
-        self.generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-        self.device = torch.device(device)
-        self.block = block
-        self._buffer = torch.empty(len(seeds), 0)
-        self._next = 0
+    ACCEPT = 1  # speculative draft acceptance
+    SAMPLE = 2  # speculative draws from the target
+    RESAMPLE = 3  # speculative draws replacing a rejected draft
+    INIT = 4  # random drafts
+    GUMBEL = 5  # Gumbel noise over the image codes
+    TOKEN = 6  # one-token steps: the sampling uniform of a row's token index
 
-    def next(self) -> torch.Tensor:
-        """Uniforms `[rows]` in [0, 1) on the device: the next number of every row's own stream."""
-        if self._next == self._buffer.shape[1]:
-            draws = [torch.rand(self.block, generator=g) for g in self.generators]
-            self._buffer = torch.stack(draws).to(self.device)
-            self._next = 0
-        self._next += 1
-        return self._buffer[:, self._next - 1]
+
+_MASK32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2**32 for int64 x in [0, 2**32), without overflowing int64."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _MASK32
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (Wellons' lowbias32) of int64 values in [0, 2**32)."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+class CounterNoise:
+    """Random numbers as a pure function of (row seed, keys): per row, reproducible, made on the device."""
+
+    def __init__(self, seeds: list[int], device: torch.device | str) -> None:
+        """`seeds`: any Python ints (taken modulo 2**64)."""
+        low = torch.tensor([s & _MASK32 for s in seeds], device=device)
+        high = torch.tensor([(s >> 32) & _MASK32 for s in seeds], device=device)
+        self.rows = _mix32(low ^ _mix32((high + _GOLDEN) & _MASK32))
+        self._code_keys: torch.Tensor | None = None
+
+    def bits(self, *keys: torch.Tensor | int) -> torch.Tensor:
+        """32 random bits (int64) per row and key combination; keys broadcast against `[rows, ...]`."""
+        dims = max([1, *[k.dim() for k in keys if isinstance(k, torch.Tensor)]])
+        h = self.rows.view(-1, *[1] * (dims - 1))
+        for key in keys:
+            key = key if isinstance(key, torch.Tensor) else torch.tensor(int(key), device=h.device)
+            h = _mix32(h ^ _mix32((key + _GOLDEN) & _MASK32))
+        return h
+
+    def uniform(self, *keys: torch.Tensor | int) -> torch.Tensor:
+        """Uniforms in (0, 1), float64."""
+        return (self.bits(*keys).double() + 0.5) / 2**32
+
+    def gumbel(self, positions: torch.Tensor, codebook: int) -> torch.Tensor:
+        """Gumbel noise `[rows, n, codebook]` for the token positions `[rows, n]` (float64): each position of a
+        row has its own fixed noise over the codes."""
+        if self._code_keys is None or len(self._code_keys) != codebook:
+            codes = torch.arange(codebook, device=self.rows.device)
+            self._code_keys = _mix32((codes + _GOLDEN) & _MASK32)
+        h = _mix32(self.bits(Stream.GUMBEL, positions).unsqueeze(-1) ^ self._code_keys)
+        return -torch.log(-torch.log((h.double() + 0.5) / 2**32))
 
 
 def row_seeds(seed: int | list[int] | torch.Generator | list[torch.Generator] | None, rows: int) -> list[int]:
