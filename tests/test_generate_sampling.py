@@ -60,7 +60,7 @@ def test_greedy_and_per_row_settings_in_one_batch():
     logits = torch.tensor([[0.1, 3.0, 2.9], [5.0, 0.0, 4.0], [0.0, 0.0, 9.0]])
     temperature = torch.tensor([0.0, 1.0, 1.0])
     top_k = torch.tensor([0, 1, 0])
-    uniforms = torch.tensor([0.99, 0.99, 0.0])
+    uniforms = torch.tensor([0.99, 0.99, 0.5])
     tokens = sample_tokens(logits, uniforms, 0, temperature, top_k, torch.ones(3))
     assert tokens.tolist() == [1, 0, 2]
     assert sample_tokens(logits, uniforms, max_k=1).tolist() == [1, 0, 2]  # a static k of 1: argmax

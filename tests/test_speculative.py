@@ -13,12 +13,11 @@ from test_generate_helpers import favour_token, one_thread, tiny_layout, tiny_mo
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.constraints import BlockState
 from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings, Step
-from lumina_mgpt.generate.sampling import CounterNoise, SamplingSettings
+from lumina_mgpt.generate.sampling import CounterNoise, SamplingSettings, target_logprobs
 from lumina_mgpt.generate.speculative import (
     JacobiDecoder,
     SpeculativeSettings,
     speculative_settings,
-    target_logprobs,
 )
 from lumina_mgpt.unirep import decode_image_block, find_image_blocks
 from lumina_mgpt.vocab import TokenLayout

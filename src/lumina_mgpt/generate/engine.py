@@ -389,7 +389,7 @@ class _RowKnobs:
 
     text: tuple[torch.Tensor | None, ...]
     image: tuple[torch.Tensor | None, ...]
-    max_k: int  # the larger top-k of the two (0: one of them is unlimited)
+    max_k: int  # the larger top-k of the two (0: neither has one)
 
     def pick(self, in_image: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         """Per-row `(temperature, top_k, top_p)` for the rows' next tokens."""
@@ -402,7 +402,7 @@ class _RowKnobs:
 def _row_settings(settings: DecodeSettings, device: torch.device) -> _RowKnobs:
     pair = (settings.text, settings.image)
     ks = [s.top_k for s in pair]
-    max_k = 0 if 0 in ks else max(ks)
+    max_k = max(ks)  # the static bound of the top-k (a row's 0 stays unlimited)
     used = (any(s.temperature != 1.0 for s in pair), ks[0] != ks[1], any(s.top_p < 1.0 for s in pair))
 
     def tensors(s: SamplingSettings) -> tuple[torch.Tensor | None, ...]:

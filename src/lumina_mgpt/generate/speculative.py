@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.constraints import BlockState, Mode
 from lumina_mgpt.generate.guidance import guided, split_uncond, with_uncond
-from lumina_mgpt.generate.sampling import CounterNoise, SamplingSettings, Stream
+from lumina_mgpt.generate.sampling import CounterNoise, SamplingSettings, Stream, draw, target_logprobs
 from lumina_mgpt.vocab import TokenLayout
 
 if TYPE_CHECKING:
@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 
 MODES = ("exact", "reference")
 DRAFT_INITS = ("random", "above")
-NEG_INF = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -107,44 +106,6 @@ def speculative_settings(
     if window is not None:
         settings = SpeculativeSettings(**{**settings.__dict__, "window": window})
     return settings
-
-
-# ------------------------------------------------------------------------------------ target distributions
-
-
-def target_logprobs(logits: torch.Tensor, image: SamplingSettings, nsigma: float = 0.0) -> torch.Tensor:
-    """Log-probabilities `[..., C]` that plain sampling draws image codes from (temperature, top-k, top-p, by
-    `sample_tokens`' rules), after the reference's top-nσ filter when `nsigma` > 0; -inf outside the support.
-    Codes tied with the k-th largest logit are all kept (as the releases do; `sample_tokens` keeps k of them)."""
-    if image.temperature == 0:  # greedy: all mass on the best code
-        best = logits.argmax(-1, keepdim=True)
-        return torch.full_like(logits, NEG_INF).scatter_(-1, best, 0.0)
-    x = logits / image.temperature
-    if 0 < image.top_k < x.shape[-1]:
-        x = x.masked_fill(x < x.topk(image.top_k, dim=-1).values[..., -1:], NEG_INF)
-    if nsigma > 0:
-        x = top_nsigma(x, nsigma)
-    if image.top_p < 1.0:
-        probs, order = x.softmax(-1).sort(-1, descending=True)
-        drop = (probs.cumsum(-1) - probs) >= image.top_p  # the most likely code always stays
-        x = x.masked_fill(torch.zeros_like(drop).scatter_(-1, order, drop), NEG_INF)
-    return x.log_softmax(-1)
-
-
-def top_nsigma(x: torch.Tensor, n: float) -> torch.Tensor:
-    """Keep the values within n population standard deviations (over the finite values) of the largest."""
-    finite = x.isfinite()
-    count = finite.sum(-1, keepdim=True)
-    mean = x.where(finite, 0.0).sum(-1, keepdim=True) / count
-    std = (((x - mean).where(finite, 0.0) ** 2).sum(-1, keepdim=True) / count).sqrt()
-    return x.masked_fill(x < x.amax(-1, keepdim=True) - n * std, NEG_INF)
-
-
-def _draw(weights: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draws from non-negative weights `[..., C]` (any positive total) with uniforms `[...]`."""
-    cdf = weights.double().cumsum(-1)
-    target = (uniform * cdf[..., -1]).unsqueeze(-1)
-    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=weights.shape[-1] - 1)
 
 
 def _code_rows(weight: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -287,7 +248,7 @@ class JacobiDecoder:
         else:
             probs = logp.exp()
             uniform = self.noise.uniform(Stream.SAMPLE, kept.unsqueeze(-1), self.offsets)
-            predicted = _draw(probs, uniform)  # y_i ~ p_i
+            predicted = draw(probs, uniform)  # y_i ~ p_i
             p_draft = probs[:, :-1].gather(-1, drafts.unsqueeze(-1)).squeeze(-1)
             q_draft = self.q.gather(-1, drafts.unsqueeze(-1)).squeeze(-1)
             if not self.exact:
@@ -355,4 +316,4 @@ class JacobiDecoder:
             mass = clipped.sum(-1, keepdim=True)
             residual = torch.where(mass + 1e-7 > 1, clipped / mass, p)
             residual = target_logprobs(residual.log(), self.image, self.nsigma).exp()
-        return _draw(residual, self.noise.uniform(Stream.RESAMPLE, kept))
+        return draw(residual, self.noise.uniform(Stream.RESAMPLE, kept))
