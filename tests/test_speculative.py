@@ -317,8 +317,16 @@ def test_settings_are_checked_and_parsed():
 def test_a_compiled_engine_draws_the_tokens_of_the_eager_one():
     model = tiny_model(1).double()  # float64: compiled and eager kernels round alike
     prompts, sizes, seeds = [t2i(50), t2i(51, 52)], [(64, 32), (32, 32)], [3, 4]
+    compiled_engine = DecodeEngine(model, LAYOUT, compile=True)  # its one-token step has no graph break
     for spec in (None, EXACT):
         config = settings(spec, cfg_scale=2.0, image=SamplingSettings(top_k=12))
         eager = DecodeEngine(model, LAYOUT).generate(prompts, config, seeds, sizes)
-        compiled = DecodeEngine(model, LAYOUT, compile=True).generate(prompts, config, seeds, sizes)
+        compiled = compiled_engine.generate(prompts, config, seeds, sizes)
         assert compiled.tokens == eager.tokens
+    config = settings(None, cfg_scale=2.0, image=SamplingSettings(top_k=12))
+    with torch._dynamo.config.patch(error_on_recompile=True):  # a call of the same shape reuses the step
+        again = compiled_engine.generate([t2i(60), t2i(61, 62)], config, [7, 8], sizes)
+    assert (
+        again.tokens
+        == DecodeEngine(model, LAYOUT).generate([t2i(60), t2i(61, 62)], config, [7, 8], sizes).tokens
+    )

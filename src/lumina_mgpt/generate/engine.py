@@ -102,7 +102,13 @@ class DecodeEngine:
         self._graphs = compile and graphs
         mode = "reduce-overhead" if graphs else None
         self._step = (
-            torch.compile(self._one_token_step, fullgraph=True, dynamic=False, mode=mode)
+            torch.compile(
+                self._one_token_step,
+                fullgraph=True,
+                dynamic=False,
+                mode=mode,
+                options=None if graphs else {"cpp_wrapper": True},
+            )
             if compile
             else self._one_token_step
         )
