@@ -94,16 +94,16 @@ def report(name: str, row: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the v2 layout, CPU float32")
-    parser.add_argument("--canvas", type=int, default=None, help="square side in px (768; --tiny: 64)")
-    parser.add_argument("--rows", type=int, default=None, help="latent rows to time (default: all)")
+    parser.add_argument("--canvas", type=int, default=None, help="square side in px (768; --tiny: 32)")
+    parser.add_argument("--rows", type=int, default=None, help="latent rows to time (default: all; --tiny: 1)")
     parser.add_argument("--window", type=int, default=16)
     args = parser.parse_args()
     device = "cpu" if args.tiny else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device; run with --tiny on CPU")
     dtype = torch.float32 if args.tiny else torch.bfloat16
-    canvas = args.canvas or (64 if args.tiny else 768)
-    rows = args.rows or canvas // 8
+    canvas = args.canvas or (32 if args.tiny else 768)
+    rows = args.rows or (1 if args.tiny else canvas // 8)
     torch.manual_seed(0)
     model = build(TINY if args.tiny else V2_7B, device, dtype)
     layout = TokenLayout.v2()

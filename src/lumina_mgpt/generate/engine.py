@@ -11,7 +11,7 @@ decoding (`speculative.py`); text and size tokens still take one step each.
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -139,6 +139,9 @@ class DecodeEngine:
         run = self._start(prompts, settings, seeds, sizes, budgets)
         run.cache.make_static()
         choose = run.choose
+        if self._graphs:  # the buffers the step updates in place stay where the CUDA graph expects them
+            for buffer in _step_buffers(run):
+                torch._dynamo.mark_static_address(buffer)
         out = torch.zeros(len(prompts), settings.max_new_tokens, dtype=torch.long, device=self.device)
         for step in range(settings.max_new_tokens):
             if step == 0:
@@ -416,6 +419,14 @@ def _row_settings(settings: DecodeSettings, device: torch.device) -> _RowKnobs:
         return tuple(torch.tensor(v, device=device) if u else None for v, u in zip(values, used, strict=True))
 
     return _RowKnobs(tensors(settings.text), tensors(settings.image), max_k)
+
+
+def _step_buffers(run: _Run) -> list[torch.Tensor]:
+    """The tensors a one-token step reads and updates in place: cache, grammar state, chooser state."""
+    cache, choose = run.cache, run.choose
+    state = [getattr(run.state, f.name) for f in fields(run.state)]
+    chooser = [choose.step_logits, choose.done, choose.kept, choose.opened, choose.cfg_scale]
+    return [*cache.keys, *cache.values, cache.lengths, cache.positions, cache.key_mask, *state, *chooser]
 
 
 def _model_dtype(model: torch.nn.Module) -> torch.dtype:
