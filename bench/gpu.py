@@ -1,6 +1,6 @@
 """Seconds per image and peak memory of a Lumina-mGPT 2.0-shaped model (7.9B parameters, 768x768 = 9,316
-tokens) with random bfloat16 weights: plain decoding, exact speculative decoding, int4 weights, int4 +
-speculative.
+tokens) with random bfloat16 weights, in one run: plain and exact speculative decoding, with bfloat16, int8 and
+int4 weights, each eager and with the compiled step (CUDA graphs on a GPU).
 
     python bench/gpu.py                  # one GPU; --rows 8 times the first 8 latent rows and scales up
     python bench/gpu.py --tiny           # a small model of the same layout on CPU (checks the script runs)
@@ -9,7 +9,8 @@ The prompt is random text; decoding uses the v2 settings (CFG 4, image top-k 409
 CFG, preallocated KV cache). Random weights give flat distributions, so drafts are rarely accepted: the
 speculative row measures the cost of a window forward, and `projected` gives seconds per image at the
 acceptance published for SJD (k = 2.2) and coupled SJD (k = 4.2) on real models: image tokens / k window
-forwards. Peak memory is `torch.cuda.max_memory_allocated` (weights, KV cache and activations).
+forwards. Peak memory is `torch.cuda.max_memory_allocated` (weights, KV cache and activations). Every
+measurement follows an untimed run of the same shape (the compiled step compiles once per call shape).
 """
 
 import argparse
@@ -80,7 +81,7 @@ def time_image(
 
 def report(name: str, row: dict) -> None:
     line = (
-        f"{name:<22} {row['seconds_per_image']:8.1f} s/image  {row['ms_per_forward']:7.2f} ms/forward  "
+        f"{name:<30} {row['seconds_per_image']:8.1f} s/image  {row['ms_per_forward']:7.2f} ms/forward  "
         f"{row['tokens_per_forward']:4.2f} tok/forward  peak {row['peak_gib']:5.1f} GiB"
     )
     if row["projected"]:
@@ -93,17 +94,16 @@ def report(name: str, row: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the v2 layout, CPU float32")
-    parser.add_argument("--canvas", type=int, default=None, help="square side in px (768; --tiny: 64)")
-    parser.add_argument("--rows", type=int, default=None, help="latent rows to time (default: all)")
+    parser.add_argument("--canvas", type=int, default=None, help="square side in px (768; --tiny: 32)")
+    parser.add_argument("--rows", type=int, default=None, help="latent rows to time (default: all; --tiny: 1)")
     parser.add_argument("--window", type=int, default=16)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     args = parser.parse_args()
     device = "cpu" if args.tiny else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device; run with --tiny on CPU")
     dtype = torch.float32 if args.tiny else torch.bfloat16
-    canvas = args.canvas or (64 if args.tiny else 768)
-    rows = args.rows or canvas // 8
+    canvas = args.canvas or (32 if args.tiny else 768)
+    rows = args.rows or (1 if args.tiny else canvas // 8)
     torch.manual_seed(0)
     model = build(TINY if args.tiny else V2_7B, device, dtype)
     layout = TokenLayout.v2()
@@ -116,24 +116,26 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters()) / 1e9
     print(
         f"{params:.2f}B parameters, {dtype}, {device}; {canvas}x{canvas} = "
-        f"{block_length(canvas, canvas, layout)} tokens; timing {rows} latent rows, window {args.window}"
+        f"{block_length(canvas, canvas, layout)} tokens; timing {rows} latent rows, window {args.window}; "
+        f"compiled: torch.compile{' + CUDA graphs' if device == 'cuda' else ''}"
     )
     spec = SpeculativeSettings(window=args.window)
-    precision = str(dtype).removeprefix("torch.")
-    modes = [(f"{precision} plain", None), (f"{precision} speculative", spec)]
-    engine = DecodeEngine(model, layout, compile=args.compile)
-    time_image(engine, prompt, canvas, 1, None)  # warm-up
-    for name, speculative in modes:
-        report(name, time_image(engine, prompt, canvas, rows, speculative))
-    try:
-        quantize_weights(model, "int4")
-    except LuminaError as error:
-        print(f"int4: skipped ({error})")
-        return
-    engine = DecodeEngine(model, layout, compile=args.compile)
-    time_image(engine, prompt, canvas, 1, None)
-    for name, speculative in (("int4 plain", None), ("int4 speculative", spec)):
-        report(name, time_image(engine, prompt, canvas, rows, speculative))
+    for weights in (str(dtype).removeprefix("torch."), "int8", "int4"):
+        if weights in ("int8", "int4"):
+            del model
+            torch.manual_seed(0)
+            model = build(TINY if args.tiny else V2_7B, device, dtype)
+            try:
+                quantize_weights(model, weights)
+            except LuminaError as error:
+                print(f"{weights}: skipped ({error})")
+                continue
+        for compiled in (False, True):
+            engine = DecodeEngine(model, layout, compile=compiled)
+            for mode, speculative in (("plain", None), ("speculative", spec)):
+                time_image(engine, prompt, canvas, rows, speculative)  # warm-up (and compile) of this shape
+                name = f"{weights} {mode}{' compiled' if compiled else ''}"
+                report(name, time_image(engine, prompt, canvas, rows, speculative))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lumina_mgpt.errors import LuminaError
-from lumina_mgpt.generate.sampling import RowRandom, SamplingSettings, row_seeds, sample_tokens
+from lumina_mgpt.generate.sampling import CounterNoise, SamplingSettings, row_seeds, sample_tokens
 
 N = 4000  # evenly spaced uniforms: inverse-CDF counts equal probabilities within 1/N
 
@@ -60,17 +60,20 @@ def test_greedy_and_per_row_settings_in_one_batch():
     logits = torch.tensor([[0.1, 3.0, 2.9], [5.0, 0.0, 4.0], [0.0, 0.0, 9.0]])
     temperature = torch.tensor([0.0, 1.0, 1.0])
     top_k = torch.tensor([0, 1, 0])
-    uniforms = torch.tensor([0.99, 0.99, 0.0])
+    uniforms = torch.tensor([0.99, 0.99, 0.5])
     tokens = sample_tokens(logits, uniforms, 0, temperature, top_k, torch.ones(3))
     assert tokens.tolist() == [1, 0, 2]
     assert sample_tokens(logits, uniforms, max_k=1).tolist() == [1, 0, 2]  # a static k of 1: argmax
 
 
-def test_row_random_streams_do_not_depend_on_the_batch():
-    together = RowRandom([5, 7], block=3)
-    alone = RowRandom([7], block=3)
-    for _ in range(7):  # crosses block refills
-        assert torch.equal(together.next()[1], alone.next()[0])
+def test_row_noise_does_not_depend_on_the_batch_and_is_uniform():
+    together, alone = CounterNoise([5, 7], "cpu"), CounterNoise([7], "cpu")
+    index = torch.arange(4000)
+    assert torch.equal(together.uniform(6, index.expand(2, -1))[1], alone.uniform(6, index[None])[0])
+    draws = together.uniform(6, index.expand(2, -1))
+    assert ((draws > 0) & (draws < 1)).all() and not torch.equal(draws[0], draws[1])
+    counts = torch.bincount((draws[0] * 10).long(), minlength=10).double()
+    assert float(((counts - 400) ** 2 / 400).sum()) < 27.9  # chi-square, 9 dof, upper 0.1%
 
 
 def test_row_seeds():

@@ -13,13 +13,11 @@ from test_generate_helpers import favour_token, one_thread, tiny_layout, tiny_mo
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.constraints import BlockState
 from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings, Step
-from lumina_mgpt.generate.sampling import SamplingSettings
+from lumina_mgpt.generate.sampling import CounterNoise, SamplingSettings, target_logprobs
 from lumina_mgpt.generate.speculative import (
-    CounterNoise,
     JacobiDecoder,
     SpeculativeSettings,
     speculative_settings,
-    target_logprobs,
 )
 from lumina_mgpt.unirep import decode_image_block, find_image_blocks
 from lumina_mgpt.vocab import TokenLayout
@@ -200,11 +198,14 @@ def test_a_confident_model_accepts_whole_windows_and_rolls_back_the_rest():
 
 
 def test_above_drafts_copy_the_nearest_committed_code_up_the_column():
-    engine = DecodeEngine(tiny_model(), LAYOUT)
-    spec = SpeculativeSettings(window=12)
+    model, spec = tiny_model(), SpeculativeSettings(window=12)
     one = torch.tensor([0])
     state = BlockState(*(one.clone() for _ in range(7)))
-    decoder = JacobiDecoder(engine, state, settings(spec), [0], torch.tensor([1024]))
+    stop_ids, noise, budget = torch.tensor([SEP]), CounterNoise([0], "cpu"), torch.tensor([1024])
+    image = SamplingSettings()
+    decoder = JacobiDecoder(
+        model.model, model.lm_head.weight, LAYOUT, stop_ids, state, noise, budget, spec, image, 1.0, True
+    )
     code = LAYOUT.image_token_ids
     # a 4-column grid (a line is 4 codes and an eol): row 0 done, row 1 up to its third code
     out = torch.tensor(
@@ -316,8 +317,16 @@ def test_settings_are_checked_and_parsed():
 def test_a_compiled_engine_draws_the_tokens_of_the_eager_one():
     model = tiny_model(1).double()  # float64: compiled and eager kernels round alike
     prompts, sizes, seeds = [t2i(50), t2i(51, 52)], [(64, 32), (32, 32)], [3, 4]
+    compiled_engine = DecodeEngine(model, LAYOUT, compile=True)  # its one-token step has no graph break
     for spec in (None, EXACT):
         config = settings(spec, cfg_scale=2.0, image=SamplingSettings(top_k=12))
         eager = DecodeEngine(model, LAYOUT).generate(prompts, config, seeds, sizes)
-        compiled = DecodeEngine(model, LAYOUT, compile=True).generate(prompts, config, seeds, sizes)
+        compiled = compiled_engine.generate(prompts, config, seeds, sizes)
         assert compiled.tokens == eager.tokens
+    config = settings(None, cfg_scale=2.0, image=SamplingSettings(top_k=12))
+    with torch._dynamo.config.patch(error_on_recompile=True):  # a call of the same shape reuses the step
+        again = compiled_engine.generate([t2i(60), t2i(61, 62)], config, [7, 8], sizes)
+    assert (
+        again.tokens
+        == DecodeEngine(model, LAYOUT).generate([t2i(60), t2i(61, 62)], config, [7, 8], sizes).tokens
+    )

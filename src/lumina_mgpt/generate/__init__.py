@@ -9,7 +9,7 @@ _LAZY = {  # public name -> module, imported on first use
     **dict.fromkeys(["GenerationConfig", "OPTIONS", "Option", "options_of"], ".config"),
     **dict.fromkeys(["DecodeEngine", "DecodeResult", "DecodeSettings", "Step"], ".engine"),
     **dict.fromkeys(["PRESETS", "Preset", "preset_for"], ".presets"),
-    **dict.fromkeys(["RowRandom", "SamplingSettings", "row_seeds", "sample_tokens"], ".sampling"),
+    **dict.fromkeys(["CounterNoise", "SamplingSettings", "row_seeds", "sample_tokens"], ".sampling"),
     **dict.fromkeys(["SpeculativeSettings", "speculative_settings"], ".speculative"),
     **dict.fromkeys(["TASKS", "Task", "task_message"], ".tasks"),
 }

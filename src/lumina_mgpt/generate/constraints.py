@@ -57,7 +57,7 @@ class BlockState:
 
     @property
     def in_image(self) -> torch.Tensor:
-        return (self.mode >= Mode.SIZE_H) & (self.mode <= Mode.GRID)
+        return (self.mode >= Mode.SIZE_H.value) & (self.mode <= Mode.GRID.value)
 
 
 class UniRepGrammar:
@@ -124,28 +124,32 @@ class UniRepGrammar:
     def next_kind(self, state: BlockState) -> tuple[torch.Tensor, torch.Tensor]:
         """`(kind[B], forced[B])`: the mask row of each row's next token, and a forced token id (-1 = none;
         the requested size tokens)."""
-        in_grid = state.mode == Mode.GRID
+        in_grid = state.mode == Mode.GRID.value
         kind = self.kind_of_mode[state.mode]
         kind = torch.where(in_grid & (state.col == state.cols), Kind.EOL, kind)
         kind = torch.where(in_grid & (state.row == state.rows), Kind.END, kind)
-        want = torch.where(state.mode == Mode.SIZE_H, state.want_h, state.want_w)
-        forced = torch.where((kind == Kind.SIZE) & (want > 0), self.size_ids[(want - 1).clamp(min=0)], -1)
+        want = torch.where(state.mode == Mode.SIZE_H.value, state.want_h, state.want_w)
+        forced = torch.where(
+            (kind == Kind.SIZE.value) & (want > 0), self.size_ids[(want - 1).clamp(min=0)], -1
+        )
         return kind, forced
 
     def advance(self, state: BlockState, token: torch.Tensor, kind: torch.Tensor) -> None:
         """Move every row past its new `token`, drawn as `kind`, in place (DONE rows stay DONE)."""
         mode = state.mode.clone()
-        in_grid = mode == Mode.GRID
+        in_grid = mode == Mode.GRID.value
         latents = self.latents_of[token]
-        state.rows.copy_(torch.where(mode == Mode.SIZE_H, latents, state.rows))
-        state.cols.copy_(torch.where(mode == Mode.SIZE_W, latents, state.cols))
-        eol = kind == Kind.EOL
+        state.rows.copy_(torch.where(mode == Mode.SIZE_H.value, latents, state.rows))
+        state.cols.copy_(torch.where(mode == Mode.SIZE_W.value, latents, state.cols))
+        eol = kind == Kind.EOL.value
         state.col.copy_(torch.where(in_grid & ~eol, state.col + 1, 0))
         state.row.copy_(torch.where(in_grid, state.row + eol.long(), 0))
         after = torch.where(
-            (mode == Mode.TEXT) & (token == self.layout.image_start_id), Mode.SIZE_H, self.mode_after[mode]
+            (mode == Mode.TEXT.value) & (token == self.layout.image_start_id),
+            Mode.SIZE_H,
+            self.mode_after[mode],
         )
-        state.mode.copy_(torch.where(kind == Kind.END, Mode.TEXT, after))
+        state.mode.copy_(torch.where(kind == Kind.END.value, Mode.TEXT, after))
 
 
 def open_block_start(prompt: list[int], layout: TokenLayout) -> int | None:

@@ -11,19 +11,29 @@ decoding (`speculative.py`); text and size tokens still take one step each.
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.config import MAX_CFG_SCALE
 from lumina_mgpt.generate.constraints import BlockState, Kind, Mode, UniRepGrammar
-from lumina_mgpt.generate.guidance import check_cfg_schedule, reference_cfg_scale, uncond_context
-from lumina_mgpt.generate.sampling import RowRandom, SamplingSettings, sample_tokens
+from lumina_mgpt.generate.guidance import (
+    check_cfg_schedule,
+    guided,
+    reference_cfg_scale,
+    split_uncond,
+    uncond_context,
+    uncond_flags,
+    with_uncond,
+)
+from lumina_mgpt.generate.sampling import CounterNoise, SamplingSettings, Stream, sample_tokens
 from lumina_mgpt.generate.speculative import JacobiDecoder, SpeculativeSettings
 from lumina_mgpt.model import ChameleonTransformer, KVCache
-from lumina_mgpt.model.parallel import cache_heads
+from lumina_mgpt.model.parallel import cache_heads, full_weight
 from lumina_mgpt.vocab import TokenLayout
+
+STOP_CHECK_EVERY = 16  # plain decoding looks this often whether every row is done (the loop's one host sync)
 
 
 @dataclass(frozen=True)
@@ -81,15 +91,28 @@ class DecodeEngine:
         compile: bool = False,
         cuda_graphs: bool = True,
     ) -> None:
-        """`compile`: run the one-token forwards (and speculative windows) through `torch.compile` (dynamic
-        shapes; the first call compiles, which takes a while). `cuda_graphs`: on CUDA, replay each call's token
-        choice as a graph."""
+        """`compile`: capture the one-token decode step (forward and token choice) with
+        `torch.compile(fullgraph=True)`, once per call shape, and the speculative windows with dynamic shapes;
+        the first call of a shape compiles, which takes a while. `cuda_graphs`: on CUDA, replay the compiled
+        step as a CUDA graph (`mode="reduce-overhead"`)."""
         self.model = model
-        self.cuda_graphs = cuda_graphs
-        self._decode = torch.compile(model, dynamic=True) if compile else model
-        self._hidden = torch.compile(model.model, dynamic=True) if compile else model.model
         self.layout = layout
         self.device = next(model.parameters()).device
+        graphs = cuda_graphs and self.device.type == "cuda"
+        self._graphs = compile and graphs
+        mode = "reduce-overhead" if graphs else None
+        self._step = (
+            torch.compile(
+                self._one_token_step,
+                fullgraph=True,
+                dynamic=False,
+                mode=mode,
+                options=None if graphs else {"cpp_wrapper": True},
+            )
+            if compile
+            else self._one_token_step
+        )
+        self._hidden = torch.compile(model.model, dynamic=True) if compile else model.model
         self.grammar = UniRepGrammar(layout, self.device, vocab_size=model.config.vocab_size)
         self.stop_ids = torch.tensor(sorted({*layout.stop_ids, layout.turn_sep_id}), device=self.device)
 
@@ -114,18 +137,31 @@ class DecodeEngine:
             return self._generate_speculative(prompts, settings, seeds, sizes, callback, budgets)
         began = time.perf_counter()
         run = self._start(prompts, settings, seeds, sizes, budgets)
-        choose, logits, random = run.choose, run.logits, RowRandom(seeds, self.device)
+        run.cache.make_static()
+        choose = run.choose
+        if self._graphs:  # the buffers the step updates in place stay where the CUDA graph expects them
+            for buffer in _step_buffers(run):
+                torch._dynamo.mark_static_address(buffer)
         out = torch.zeros(len(prompts), settings.max_new_tokens, dtype=torch.long, device=self.device)
         for step in range(settings.max_new_tokens):
-            token = choose(logits, random.next())
+            if step == 0:
+                token = choose(run.logits)
+            else:
+                if self._graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
+                token = self._step(run, token)
             out[:, step] = token
             if callback is not None:
                 callback(Step(step, token, choose.step_logits, run.state.mode))
-            all_done, any_opened = choose.flags.tolist()  # the step's one sync
-            if all_done or step + 1 == settings.max_new_tokens:
+            # the loop's only host sync: every step with a callback (it reads the tensors anyway), else every few
+            if (callback is not None or (step + 1) % STOP_CHECK_EVERY == 0) and bool(choose.done.all()):
                 break
-            logits = self._next_logits(run, token, any_opened)
-        return _result(out, choose.kept, prompts, step + 1, began)
+        return _result(out, choose.kept, prompts, int(choose.kept.max()), began)
+
+    def _one_token_step(self, run: "_Run", token: torch.Tensor) -> torch.Tensor:
+        """One static-shape step of plain decoding, free of host syncs (what `compile` captures): feed every
+        row's newest token, choose the next."""
+        return run.choose(self._next_logits(run, token))
 
     def _generate_speculative(
         self,
@@ -144,15 +180,26 @@ class DecodeEngine:
         settings = replace(settings, speculative=replace(settings.speculative, window=window))
         run = self._start(prompts, settings, seeds, sizes, budgets, extra_slots=window)
         choose, state = run.choose, run.state
-        jacobi = JacobiDecoder(self, state, settings, seeds, choose.budget)
+        jacobi = JacobiDecoder(
+            self._hidden,
+            full_weight(self.model.lm_head.weight),
+            self.layout,
+            self.stop_ids,
+            state,
+            choose.noise,
+            choose.budget,
+            settings.speculative,
+            settings.image,
+            settings.cfg_scale,
+            settings.stop_at_image_end,
+        )
         out = torch.zeros(
             len(prompts), settings.max_new_tokens + window, dtype=torch.long, device=self.device
         )
-        token = choose(run.logits, *jacobi.one_token_draws(run.logits, choose.kept))
+        token = choose(run.logits, jacobi.one_token_codes(run.logits, choose.kept))
         out[:, 0] = token
         forwards, windows, reported = 1, 0, 0
         row_forwards = torch.ones_like(choose.kept)  # forwards each row took part in while unfinished
-        plain = True  # the last round was a plain step (its image starts matter to the unconditional rows)
         while True:
             choose.done |= choose.kept >= choose.budget
             state.mode.masked_fill_(choose.done, Mode.DONE)
@@ -160,30 +207,20 @@ class DecodeEngine:
             unfinished = choose.kept.masked_fill(choose.done, settings.max_new_tokens).min()
             reached = torch.where(choose.done.all(), choose.kept.max(), unfinished)  # by every unfinished row
             gridded = (state.mode == Mode.GRID).any()
-            flags = [
-                choose.done.all(),
-                choose.done.any(),
-                choose.opened.any() & plain,
-                in_grid.all(),
-                gridded,
-                reached,
-            ]
-            all_done, any_done, any_opened, all_grid, gridded, reached = torch.stack(
-                [f.long() for f in flags]
-            ).tolist()
+            flags = [choose.done.all(), choose.done.any(), in_grid.all(), gridded, reached]
+            all_done, any_done, all_grid, gridded, reached = torch.stack([f.long() for f in flags]).tolist()
             if callback is not None:
                 reported = _report(callback, out, state, reported, reached)
             if all_done:
                 break
-            plain = not all_grid
             row_forwards += ~choose.done
-            if plain:
+            if not all_grid:
                 before, idle = choose.kept.clone(), choose.done.long()
-                logits = self._next_logits(run, token, bool(any_opened))
+                logits = self._next_logits(run, token)
                 # finished rows hold still (windows roll them back too), or they outgrow the cache
                 if any_done:
-                    run.cache.rollback(torch.cat([idle, idle]) if run.cfg else idle)
-                token = choose(logits, *jacobi.one_token_draws(logits, choose.kept, bool(gridded)))
+                    run.cache.rollback(with_uncond(idle, run.cfg))
+                token = choose(logits, jacobi.one_token_codes(logits, choose.kept) if gridded else None)
                 out.scatter_(1, before.unsqueeze(-1), token.unsqueeze(-1))
                 jacobi.forget()
             else:
@@ -228,20 +265,15 @@ class DecodeEngine:
             kv_heads=cache_heads(self.model),
         )
         logits = self._prefill(rows, cache)
-        choose = _TokenChooser(self, state, settings, logits.shape, budgets)
+        choose = _TokenChooser(self, state, settings, CounterNoise(seeds, self.device), budgets)
         return _Run(state, cache, choose, cfg, logits, int(separator))
 
-    def _next_logits(self, run: "_Run", token: torch.Tensor, any_opened: bool) -> torch.Tensor:
-        """Feed every row's newest token; its last-token logits `[rows, V]`."""
+    def _next_logits(self, run: "_Run", token: torch.Tensor) -> torch.Tensor:
+        """Feed every row's newest token; its last-token logits `[rows, V]`. An unconditional row whose image
+        just started restarts from that image start token (after what it keeps), on the device."""
         if run.cfg:
-            if any_opened:  # the unconditional row restarts from this image start token (after what it keeps)
-                choose, cache, kept = run.choose, run.cache, run.uncond_kept
-                restart = torch.cat([torch.zeros_like(choose.opened), choose.opened])
-                cache.set_lengths(
-                    cache.lengths.masked_fill(restart, kept), cache.positions.masked_fill(restart, kept)
-                )
-            token = torch.cat([token, token])
-        return self._decode(token.unsqueeze(-1), run.cache)[:, -1]
+            run.cache.restart(uncond_flags(run.choose.opened), run.uncond_kept)
+        return self.model(with_uncond(token, run.cfg).unsqueeze(-1), run.cache)[:, -1]
 
     def _prefill(self, rows: list[list[int]], cache: KVCache) -> torch.Tensor:
         """One right-padded forward over all rows; returns each row's last-token logits `[rows, V]`."""
@@ -299,86 +331,64 @@ def _report(
 
 class _TokenChooser:
     """One step's token choice for the whole batch: guidance, grammar masks, sampling, stop checks, grammar
-    state update, all in place on buffers of fixed shape. On CUDA the step is captured once as a CUDA graph
-    and replayed, so its few dozen small kernels cost one launch."""
+    state update, in place on buffers of fixed shape and without host syncs."""
 
     def __init__(
         self,
         engine: DecodeEngine,
         state: BlockState,
         settings: DecodeSettings,
-        shape: torch.Size,
+        noise: CounterNoise,
         budgets: list[int],
     ) -> None:
         batch, device = len(state.mode), engine.device
-        self.engine, self.state, self.settings = engine, state, settings
+        self.grammar, self.stop_ids, self.latent_factor = (
+            engine.grammar,
+            engine.stop_ids,
+            engine.layout.latent_factor,
+        )
+        self.state, self.settings, self.noise = state, settings, noise
         self.knobs = _row_settings(settings, device)
-        self.logits = torch.zeros(shape, device=device)  # input: [rows, V], conditional rows first
-        self.uniforms = torch.zeros(batch, device=device)  # input: one uniform per row
-        self.chosen = torch.full((batch,), -1, dtype=torch.long, device=device)  # input: a set token, or -1
-        self.step_logits = torch.zeros(batch, shape[1], device=device)  # after guidance, before masks
-        self.token = torch.zeros(batch, dtype=torch.long, device=device)
+        vocab = engine.model.config.vocab_size
+        self.step_logits = torch.zeros(batch, vocab, device=device)  # after guidance, before masks
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
         self.kept = torch.zeros(batch, dtype=torch.long, device=device)  # new tokens per row, stop included
         self.budget = torch.tensor(budgets, dtype=torch.long, device=device)  # each row's most new tokens
         self.opened = torch.zeros(batch, dtype=torch.bool, device=device)  # an image started in this step
-        self.flags = torch.zeros(2, dtype=torch.bool, device=device)  # all rows done, any image opened
         self.cfg_scale = torch.full((batch, 1), settings.cfg_scale, device=device)  # each row's, per schedule
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.steps = 0
 
-    def __call__(
-        self, logits: torch.Tensor, uniforms: torch.Tensor, chosen: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Each row's next token (a reused buffer), from the forward's last-token logits; `chosen[b]` >= 0
-        takes that token instead of a sample where the grammar expects an image code."""
-        self.logits.copy_(logits)
-        self.uniforms.copy_(uniforms)
-        if chosen is None:
-            self.chosen.fill_(-1)
-        else:
-            self.chosen.copy_(chosen)
-        if self.graph is None and self.steps > 0 and self.logits.is_cuda and self.engine.cuda_graphs:
-            # step 0 ran eagerly, which warmed every kernel up
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self._step()
-        if self.graph is not None:
-            self.graph.replay()
-        else:
-            self._step()
-        self.steps += 1
-        return self.token
-
-    def _step(self) -> None:
-        engine, state, settings = self.engine, self.state, self.settings
-        batch = len(self.token)
-        kind, forced = engine.grammar.next_kind(state)
-        cond = self.logits[:batch]
+    def __call__(self, logits: torch.Tensor, chosen: torch.Tensor | None = None) -> torch.Tensor:
+        """Each row's next token from the forward's last-token logits `[rows, V]` (conditional rows first);
+        `chosen[b]` >= 0 takes that token instead of a sample where the grammar expects an image code. Row b
+        samples with the uniform of its token index."""
+        state, settings = self.state, self.settings
+        kind, forced = self.grammar.next_kind(state)
+        cond = logits
         if settings.cfg_scale != 1.0:  # guidance on image codes only
-            uncond = self.logits[batch:]
+            cond, uncond = split_uncond(logits)
             scale = settings.cfg_scale
             if settings.cfg_schedule == "reference":
-                factor = engine.layout.latent_factor
-                self.cfg_scale.copy_(reference_cfg_scale(self.cfg_scale[:, 0], state, factor).unsqueeze(-1))
+                self.cfg_scale.copy_(
+                    reference_cfg_scale(self.cfg_scale[:, 0], state, self.latent_factor)[:, None]
+                )
                 scale = self.cfg_scale
-            guided = uncond + scale * (cond - uncond)
-            cond = torch.where((kind == Kind.CODE).unsqueeze(-1), guided, cond)
+            cond = torch.where((kind == Kind.CODE.value).unsqueeze(-1), guided(cond, uncond, scale), cond)
         self.step_logits.copy_(cond)
-        masked = cond + engine.grammar.masks[kind]
-        token = sample_tokens(masked, self.uniforms, self.knobs.max_k, *self.knobs.pick(state.in_image))
-        token = torch.where((self.chosen >= 0) & (kind == Kind.CODE), self.chosen, token)
+        masked = cond + self.grammar.masks[kind]
+        uniforms = self.noise.uniform(Stream.TOKEN, self.kept).float()
+        token = sample_tokens(masked, uniforms, self.knobs.max_k, *self.knobs.pick(state.in_image))
+        if chosen is not None:
+            token = torch.where((chosen >= 0) & (kind == Kind.CODE.value), chosen, token)
         token = torch.where(forced >= 0, forced, token).masked_fill(self.done, 0)
-        stop = (token.unsqueeze(-1) == engine.stop_ids).any(-1)
+        stop = (token.unsqueeze(-1) == self.stop_ids).any(-1)
         if settings.stop_at_image_end:
-            stop |= kind == Kind.END
-        engine.grammar.advance(state, token, kind)
+            stop |= kind == Kind.END.value
+        self.grammar.advance(state, token, kind)
         self.kept += ~self.done
         self.done |= stop | (self.kept >= self.budget)
-        state.mode.masked_fill_(self.done, Mode.DONE)
-        self.token.copy_(token)
-        self.opened.copy_(state.mode == Mode.SIZE_H)
-        self.flags.copy_(torch.stack([self.done.all(), self.opened.any()]))
+        state.mode.masked_fill_(self.done, Mode.DONE.value)
+        self.opened.copy_(state.mode == Mode.SIZE_H.value)
+        return token
 
 
 @dataclass(frozen=True)
@@ -388,7 +398,7 @@ class _RowKnobs:
 
     text: tuple[torch.Tensor | None, ...]
     image: tuple[torch.Tensor | None, ...]
-    max_k: int  # the larger top-k of the two (0: one of them is unlimited)
+    max_k: int  # the larger top-k of the two (0: neither has one)
 
     def pick(self, in_image: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         """Per-row `(temperature, top_k, top_p)` for the rows' next tokens."""
@@ -401,7 +411,7 @@ class _RowKnobs:
 def _row_settings(settings: DecodeSettings, device: torch.device) -> _RowKnobs:
     pair = (settings.text, settings.image)
     ks = [s.top_k for s in pair]
-    max_k = 0 if 0 in ks else max(ks)
+    max_k = max(ks)  # the static bound of the top-k (a row's 0 stays unlimited)
     used = (any(s.temperature != 1.0 for s in pair), ks[0] != ks[1], any(s.top_p < 1.0 for s in pair))
 
     def tensors(s: SamplingSettings) -> tuple[torch.Tensor | None, ...]:
@@ -409,6 +419,14 @@ def _row_settings(settings: DecodeSettings, device: torch.device) -> _RowKnobs:
         return tuple(torch.tensor(v, device=device) if u else None for v, u in zip(values, used, strict=True))
 
     return _RowKnobs(tensors(settings.text), tensors(settings.image), max_k)
+
+
+def _step_buffers(run: _Run) -> list[torch.Tensor]:
+    """The tensors a one-token step reads and updates in place: cache, grammar state, chooser state."""
+    cache, choose = run.cache, run.choose
+    state = [getattr(run.state, f.name) for f in fields(run.state)]
+    chooser = [choose.step_logits, choose.done, choose.kept, choose.opened, choose.cfg_scale]
+    return [*cache.keys, *cache.values, cache.lengths, cache.positions, cache.key_mask, *state, *chooser]
 
 
 def _model_dtype(model: torch.nn.Module) -> torch.dtype:

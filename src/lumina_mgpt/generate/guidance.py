@@ -19,6 +19,28 @@ from lumina_mgpt.vocab import TokenLayout
 REFERENCE_CFG_FLOOR = 4.0
 
 
+def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    """Classifier-free guidance: conditional logits pushed away from unconditional ones by `scale`."""
+    return uncond + scale * (cond - uncond)
+
+
+def with_uncond(rows: torch.Tensor, cfg: bool) -> torch.Tensor:
+    """The rows of a guided forward: the conditional rows, then (with `cfg`) one unconditional row each, in the
+    same order; `split_uncond` takes them apart."""
+    return torch.cat([rows, rows]) if cfg else rows
+
+
+def uncond_flags(flags: torch.Tensor) -> torch.Tensor:
+    """Per-row flags `[B]` of the conditional rows as flags over a guided forward's rows, set on the
+    unconditional rows only."""
+    return torch.cat([torch.zeros_like(flags), flags])
+
+
+def split_uncond(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(conditional, unconditional)` halves of a guided forward's rows (see `with_uncond`)."""
+    return rows.chunk(2)
+
+
 def check_cfg_schedule(schedule: str) -> None:
     if schedule not in CFG_SCHEDULES:
         raise LuminaError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {schedule!r}")
@@ -41,4 +63,4 @@ def reference_cfg_scale(scale: torch.Tensor, state: BlockState, latent_factor: i
     tokens_after_start = 2 + state.row * (state.cols + 1) + state.col  # the two size tokens, then the grid
     units = (2 * state.rows // per_unit) * (2 * state.cols // per_unit)  # (2 Hg) (2 Wg), as v2 computes it
     decayed = (scale * (1 - tokens_after_start / units.clamp(min=1))).clamp(min=REFERENCE_CFG_FLOOR)
-    return torch.where((state.mode == Mode.GRID) & (scale != 1.0), decayed, scale)
+    return torch.where((state.mode == Mode.GRID.value) & (scale != 1.0), decayed, scale)

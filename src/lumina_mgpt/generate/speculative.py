@@ -40,6 +40,7 @@ masks the prompt but its last token; `guidance.uncond_context`); its windows run
 the image end.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,14 +50,12 @@ import torch.nn.functional as F
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.generate.config import MODES, option
 from lumina_mgpt.generate.constraints import BlockState, Mode
-from lumina_mgpt.generate.sampling import SamplingSettings
-from lumina_mgpt.model.parallel import full_weight
+from lumina_mgpt.generate.guidance import guided, split_uncond, with_uncond
+from lumina_mgpt.generate.sampling import CounterNoise, SamplingSettings, Stream, draw, target_logprobs
+from lumina_mgpt.vocab import TokenLayout
 
 if TYPE_CHECKING:
-    from lumina_mgpt.generate.engine import DecodeEngine, DecodeSettings
     from lumina_mgpt.model import KVCache
-
-NEG_INF = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -103,97 +102,6 @@ def speculative_settings(
     return settings
 
 
-# ------------------------------------------------------------------------------------------ random numbers
-
-_MASK32 = 0xFFFFFFFF
-_GOLDEN = 0x9E3779B9
-_ACCEPT, _SAMPLE, _RESAMPLE, _INIT, _GUMBEL, _TEXT = range(1, 7)  # purposes: independent streams
-
-
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """(x * c) mod 2**32 for int64 x in [0, 2**32), without overflowing int64."""
-    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _MASK32
-
-
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash (Wellons' lowbias32) of int64 values in [0, 2**32)."""
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
-
-
-class CounterNoise:
-    """Random numbers as a pure function of (row seed, keys): per row, reproducible, made on the device."""
-
-    def __init__(self, seeds: list[int], device: torch.device | str) -> None:
-        """`seeds`: any Python ints (taken modulo 2**64)."""
-        low = torch.tensor([s & _MASK32 for s in seeds], device=device)
-        high = torch.tensor([(s >> 32) & _MASK32 for s in seeds], device=device)
-        self.rows = _mix32(low ^ _mix32((high + _GOLDEN) & _MASK32))
-        self._code_keys: torch.Tensor | None = None
-
-    def bits(self, *keys: torch.Tensor | int) -> torch.Tensor:
-        """32 random bits (int64) per row and key combination; keys broadcast against `[rows, ...]`."""
-        dims = max((k.dim() for k in keys if isinstance(k, torch.Tensor)), default=1)
-        h = self.rows.view(-1, *[1] * (dims - 1))
-        for key in keys:
-            h = _mix32(h ^ _mix32((torch.as_tensor(key, device=h.device) + _GOLDEN) & _MASK32))
-        return h
-
-    def uniform(self, *keys: torch.Tensor | int) -> torch.Tensor:
-        """Uniforms in (0, 1), float64."""
-        return (self.bits(*keys).double() + 0.5) / 2**32
-
-    def gumbel(self, positions: torch.Tensor, codebook: int) -> torch.Tensor:
-        """Gumbel noise `[rows, n, codebook]` for the token positions `[rows, n]` (float64): each position of a
-        row has its own fixed noise over the codes."""
-        if self._code_keys is None or len(self._code_keys) != codebook:
-            codes = torch.arange(codebook, device=self.rows.device)
-            self._code_keys = _mix32((codes + _GOLDEN) & _MASK32)
-        h = _mix32(self.bits(_GUMBEL, positions).unsqueeze(-1) ^ self._code_keys)
-        return -torch.log(-torch.log((h.double() + 0.5) / 2**32))
-
-
-# ------------------------------------------------------------------------------------ target distributions
-
-
-def target_logprobs(logits: torch.Tensor, image: SamplingSettings, nsigma: float = 0.0) -> torch.Tensor:
-    """Log-probabilities `[..., C]` that plain sampling draws image codes from (temperature, top-k, top-p, by
-    `sample_tokens`' rules), after the reference's top-nσ filter when `nsigma` > 0; -inf outside the support.
-    Codes tied with the k-th largest logit are all kept (as the releases do; `sample_tokens` keeps k of them)."""
-    if image.temperature == 0:  # greedy: all mass on the best code
-        best = logits.argmax(-1, keepdim=True)
-        return torch.full_like(logits, NEG_INF).scatter_(-1, best, 0.0)
-    x = logits / image.temperature
-    if 0 < image.top_k < x.shape[-1]:
-        x = x.masked_fill(x < x.topk(image.top_k, dim=-1).values[..., -1:], NEG_INF)
-    if nsigma > 0:
-        x = top_nsigma(x, nsigma)
-    if image.top_p < 1.0:
-        probs, order = x.softmax(-1).sort(-1, descending=True)
-        drop = (probs.cumsum(-1) - probs) >= image.top_p  # the most likely code always stays
-        x = x.masked_fill(torch.zeros_like(drop).scatter_(-1, order, drop), NEG_INF)
-    return x.log_softmax(-1)
-
-
-def top_nsigma(x: torch.Tensor, n: float) -> torch.Tensor:
-    """Keep the values within n population standard deviations (over the finite values) of the largest."""
-    finite = x.isfinite()
-    count = finite.sum(-1, keepdim=True)
-    mean = x.where(finite, 0.0).sum(-1, keepdim=True) / count
-    std = (((x - mean).where(finite, 0.0) ** 2).sum(-1, keepdim=True) / count).sqrt()
-    return x.masked_fill(x < x.amax(-1, keepdim=True) - n * std, NEG_INF)
-
-
-def _draw(weights: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draws from non-negative weights `[..., C]` (any positive total) with uniforms `[...]`."""
-    cdf = weights.double().cumsum(-1)
-    target = (uniform * cdf[..., -1]).unsqueeze(-1)
-    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=weights.shape[-1] - 1)
-
-
 def _code_rows(weight: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """The lm_head rows of the image codes: a view when the codes are consecutive ids (v1, v2, ours)."""
     first = int(codes[0])
@@ -211,50 +119,53 @@ class JacobiDecoder:
 
     def __init__(
         self,
-        engine: "DecodeEngine",
+        hidden: Callable[[torch.Tensor, "KVCache"], torch.Tensor],
+        head: torch.Tensor,
+        layout: TokenLayout,
+        stop_ids: torch.Tensor,
         state: BlockState,
-        settings: "DecodeSettings",
-        seeds: list[int],
+        noise: CounterNoise,
         budget: torch.Tensor,
+        spec: SpeculativeSettings,
+        image: SamplingSettings,
+        cfg_scale: float,
+        stop_at_image_end: bool,
     ) -> None:
-        """`budget[b]`: row b's most new tokens."""
-        spec, layout, device = settings.speculative, engine.layout, engine.device
-        self.spec, self.state, self.image = spec, state, settings.image
-        self.hidden = engine._hidden  # the (maybe compiled) transformer body
-        self.cfg_scale = settings.cfg_scale
-        self.budget, self.stop_at_image_end = budget, settings.stop_at_image_end
-        self.stop_ids, self.eol, self.end = engine.stop_ids, layout.eol_id, layout.image_end_id
+        """`hidden(ids, cache)`: the transformer body's hidden states; `head`: the full lm_head weight;
+        `stop_ids`: the tokens that end a row; `budget[b]`: row b's most new tokens; `image`: how image codes
+        are sampled; `stop_at_image_end`: a row is done after its first image."""
+        device = stop_ids.device
+        self.spec, self.state, self.image = spec, state, image
+        self.hidden, self.noise = hidden, noise
+        self.cfg_scale = cfg_scale
+        self.budget, self.stop_at_image_end = budget, stop_at_image_end
+        self.stop_ids, self.eol, self.end = stop_ids, layout.eol_id, layout.image_end_id
         self.codes = layout.image_token_ids.to(device)
         self.code_of = layout.code_of_id.to(device)
-        self.head = _code_rows(full_weight(engine.model.lm_head.weight), self.codes)
-        self.noise = CounterNoise(seeds, device)
+        self.head = _code_rows(head, self.codes)
         codebook = len(self.codes)
         self.exact = spec.mode == "exact"
         self.coupled = self.exact and spec.coupling
         self.nsigma = 0.0 if self.exact else spec.nsigma
         self.offsets = torch.arange(spec.window, device=device)
-        batch = len(seeds)
+        batch = len(budget)
         self.drafts = torch.zeros(batch, spec.window - 1, dtype=torch.long, device=device)  # code indices
         self.q = None if self.coupled else torch.zeros(batch, spec.window - 1, codebook, device=device)
         self.recycled = torch.zeros(batch, dtype=torch.long, device=device)  # leading drafts still aligned
         # whether each draft was predicted with the grid row above it committed (see _fresh_drafts)
         self.informed = torch.zeros(batch, spec.window - 1, dtype=torch.bool, device=device)
 
-    def one_token_draws(
-        self, logits: torch.Tensor, kept: torch.Tensor, gridded: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """For a one-token step over last-token `logits` (all rows, unconditional after): each row's sampling
-        uniform, keyed by its token index, and each grid row's code as the coupled mode's window would commit
-        it at that index (-1 for other rows; None in the other modes, or when no row is in a grid: `gridded`
-        False). The chooser takes a code only where one is due. So a row's tokens do not depend on when its batch
-        takes windows and when one-token steps (coupled mode)."""
-        uniforms = self.noise.uniform(_TEXT, kept).float()
-        if not (self.coupled and gridded):
-            return uniforms, None
+    def one_token_codes(self, logits: torch.Tensor, kept: torch.Tensor) -> torch.Tensor | None:
+        """For a one-token step over last-token `logits` (all rows, unconditional after): in the coupled mode,
+        each grid row's code as a window would commit it at its token index `kept` (-1 for other rows), which
+        the step takes where a code is due, so a row's tokens do not depend on when its batch takes windows;
+        None in the other modes."""
+        if not self.coupled:
+            return None
         logp = target_logprobs(self._guided(logits[:, self.codes]), self.image)
         gumbel = self.noise.gumbel(kept.unsqueeze(-1), len(self.codes)).squeeze(1)
         chosen = self.codes[(logp.double() + gumbel).argmax(-1)]
-        return uniforms, torch.where(self.state.mode == Mode.GRID, chosen, -1)
+        return torch.where(self.state.mode == Mode.GRID, chosen, -1)
 
     def forget(self) -> None:
         """Drop the drafts (after a plain step moved the rows on)."""
@@ -297,7 +208,7 @@ class JacobiDecoder:
         out.scatter_(1, kept.unsqueeze(-1) + ahead, torch.where(ahead < count.unsqueeze(-1), tokens, 0))
         newest = tokens.gather(1, (count - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1)
         dropped = n - count  # rejected drafts and the newest token leave the cache
-        cache.rollback(torch.cat([dropped, dropped]) if self.cfg_scale != 1.0 else dropped)
+        cache.rollback(with_uncond(dropped, self.cfg_scale != 1.0))
 
         after = start + count
         ended = active & (after > end_at)  # the image end was committed
@@ -330,13 +241,15 @@ class JacobiDecoder:
             passed = drafts == predicted[:, :-1]
         else:
             probs = logp.exp()
-            uniform = self.noise.uniform(_SAMPLE, kept.unsqueeze(-1), self.offsets)
-            predicted = _draw(probs, uniform)  # y_i ~ p_i
+            uniform = self.noise.uniform(Stream.SAMPLE, kept.unsqueeze(-1), self.offsets)
+            predicted = draw(probs, uniform)  # y_i ~ p_i
             p_draft = probs[:, :-1].gather(-1, drafts.unsqueeze(-1)).squeeze(-1)
             q_draft = self.q.gather(-1, drafts.unsqueeze(-1)).squeeze(-1)
             if not self.exact:
                 q_draft = q_draft.clamp(min=1e-7)
-            passed = self.noise.uniform(_ACCEPT, kept.unsqueeze(-1), self.offsets[:-1]) * q_draft < p_draft
+            passed = (
+                self.noise.uniform(Stream.ACCEPT, kept.unsqueeze(-1), self.offsets[:-1]) * q_draft < p_draft
+            )
         passed |= forced[:, :-1] >= 0
         run = passed.long().cumprod(-1).sum(-1)
         extra = predicted.gather(1, run.unsqueeze(-1)).squeeze(-1)
@@ -349,15 +262,14 @@ class JacobiDecoder:
     def _code_logits(self, last: torch.Tensor, draft_ids: torch.Tensor, cache: "KVCache") -> torch.Tensor:
         """Guided image-code logits `[B, n, C]` of the window `[last, drafts]` (float32)."""
         window = torch.cat([last.unsqueeze(-1), draft_ids], dim=-1)
-        rows = torch.cat([window, window]) if self.cfg_scale != 1.0 else window
+        rows = with_uncond(window, self.cfg_scale != 1.0)
         return self._guided(F.linear(self.hidden(rows, cache), self.head))
 
     def _guided(self, logits: torch.Tensor) -> torch.Tensor:
         """Guided float32 logits of the conditional rows (the unconditional rows follow them, when guided)."""
         if self.cfg_scale == 1.0:
             return logits.float()
-        cond, uncond = logits.float().chunk(2)
-        return uncond + self.cfg_scale * (cond - uncond)
+        return guided(*split_uncond(logits.float()), self.cfg_scale)
 
     def _fresh_drafts(
         self, kept: torch.Tensor, start: torch.Tensor, line: torch.Tensor, out: torch.Tensor
@@ -368,7 +280,9 @@ class JacobiDecoder:
         codebook, ahead = len(self.codes), self.offsets[:-1]
         fresh = ahead >= self.recycled.unsqueeze(-1)
         guess = (
-            (self.noise.uniform(_INIT, kept.unsqueeze(-1), ahead) * codebook).long().clamp(max=codebook - 1)
+            (self.noise.uniform(Stream.INIT, kept.unsqueeze(-1), ahead) * codebook)
+            .long()
+            .clamp(max=codebook - 1)
         )
         copied = torch.zeros_like(fresh)
         if self.spec.draft_init == "above":
@@ -396,4 +310,4 @@ class JacobiDecoder:
             mass = clipped.sum(-1, keepdim=True)
             residual = torch.where(mass + 1e-7 > 1, clipped / mass, p)
             residual = target_logprobs(residual.log(), self.image, self.nsigma).exp()
-        return _draw(residual, self.noise.uniform(_RESAMPLE, kept))
+        return draw(residual, self.noise.uniform(Stream.RESAMPLE, kept))

@@ -14,12 +14,17 @@ SPAN_MULTIPLE = 64
 
 
 class KVCache:
-    """Keys and values of every layer, `[B, kv_heads, max_length, head_dim]`, written at per-row slots.
+    """Keys and values of every layer (one `[B, kv_heads, max_length, head_dim]` tensor per layer), written at
+    per-row slots.
 
     Row b holds `lengths[b]` slots; the next token of row b goes to slot `lengths[b]` with RoPE position
     `positions[b]`. `key_mask[b, s]` False hides slot s from the other queries of row b (a token always sees
     itself); slots may be hidden before they are written, e.g. the prompt of an unconditional CFG row before
     the prefill. Rows may differ in length; a step may add 1..k tokens per row.
+
+    A `static` cache (see `make_static`) attends over all `max_length` slots and keeps no host-side counts:
+    every step has one shape and needs no host sync, so `torch.compile` captures it once; the caller
+    guarantees the room.
     """
 
     def __init__(
@@ -36,20 +41,17 @@ class KVCache:
             raise LuminaError(
                 f"KV cache: batch_size and max_length must be >= 1, got {batch_size}, {max_length}"
             )
-        shape = (
-            config.num_hidden_layers,
-            batch_size,
-            kv_heads or config.num_key_value_heads,
-            max_length,
-            config.head_dim,
-        )
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        shape = (batch_size, kv_heads or config.num_key_value_heads, max_length, config.head_dim)
+        # one tensor per layer: a compiled step writes into each in place
+        layers = range(config.num_hidden_layers)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in layers]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in layers]
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.positions = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.key_mask = torch.ones(batch_size, max_length, dtype=torch.bool, device=device)
         self.batch_size = batch_size
         self.max_length = max_length
+        self.static = False
         # min/max of `lengths`, mirrored on the host so that steps need no device sync.
         self._shortest = self._longest = 0
         # Set by `begin` for the layers of the current forward call.
@@ -58,7 +60,12 @@ class KVCache:
 
     @property
     def device(self) -> torch.device:
-        return self.keys.device
+        return self.keys[0].device
+
+    def make_static(self) -> None:
+        """From now on attend over every slot and keep no host-side counts (no capacity check either)."""
+        self.static = True
+        self._span = self.max_length
 
     def begin(self, num_new: int, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Reserve slots for `num_new` tokens of every row and advance lengths and positions.
@@ -68,7 +75,7 @@ class KVCache:
         at slot q = old_lengths[b] + t, sees slot s when `s < q and key_mask[b, s]`, or `s == q`.
         """
         batch, device = self.batch_size, self.device
-        if self._longest + num_new > self.max_length:
+        if not self.static and self._longest + num_new > self.max_length:
             needed = self.lengths + num_new
             row = int(needed.argmax())
             raise LuminaError(
@@ -80,18 +87,20 @@ class KVCache:
             positions = self.positions[:, None] + offsets
         elif positions.shape != (batch, num_new):
             raise LuminaError(f"positions must have shape {(batch, num_new)}, got {tuple(positions.shape)}")
-        span = min(-(-(self._longest + num_new) // SPAN_MULTIPLE) * SPAN_MULTIPLE, self.max_length)
+        span = self.max_length
+        if not self.static:
+            span = min(-(-(self._longest + num_new) // SPAN_MULTIPLE) * SPAN_MULTIPLE, span)
         key_slots = torch.arange(span, device=device)
         query_slots = slots[:, :, None]  # [B, T, 1]
         visible = ((key_slots < query_slots) & self.key_mask[:, None, :span]) | (key_slots == query_slots)
         mask = visible[:, None]  # [B, 1, T, S]
-        _, _, kv_heads, _, head_dim = self.keys.shape
-        self._write_index = slots[:, None, :, None].expand(batch, kv_heads, num_new, head_dim)
+        self._write_index = (torch.arange(batch, device=device)[:, None], slots)  # (row, slot) per new token
         self._span = span
         self.lengths += num_new
         self.positions.copy_(positions[:, -1] + 1)
-        self._shortest += num_new
-        self._longest += num_new
+        if not self.static:
+            self._shortest += num_new
+            self._longest += num_new
         return positions, mask
 
     def update(
@@ -99,9 +108,10 @@ class KVCache:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write one layer's new keys/values `[B, kv_heads, T, head_dim]` at the slots reserved by `begin`;
         return that layer's keys and values over the first S slots."""
-        self.keys[layer].scatter_(2, self._write_index, keys)
-        self.values[layer].scatter_(2, self._write_index, values)
-        return self.keys[layer, :, :, : self._span], self.values[layer, :, :, : self._span]
+        rows, slots = self._write_index  # an index_put_, which a compiled step does in place
+        self.keys[layer][rows, :, slots] = keys.transpose(1, 2)
+        self.values[layer][rows, :, slots] = values.transpose(1, 2)
+        return self.keys[layer][:, :, : self._span], self.values[layer][:, :, : self._span]
 
     def rollback(self, r: int | torch.Tensor, rows: Rows = None) -> None:
         """Drop the last r tokens of `rows` (all rows if None), or of each row b its own `r[b]` when r is a
@@ -137,6 +147,14 @@ class KVCache:
         if positions is None:
             positions = self.positions - (self.lengths - lengths)
         self._set(lengths, torch.as_tensor(positions, dtype=torch.long, device=self.device), "set_lengths")
+
+    def restart(self, rows: torch.Tensor, keep: int = 0) -> None:
+        """Cut the rows where the BoolTensor[B] `rows` is True back to their first `keep` slots, positions
+        from `keep`, on the device (no sync; for a static cache, whose host counts are not kept)."""
+        slots = torch.arange(self.max_length, device=self.device)
+        self.key_mask |= rows[:, None] & (slots >= keep)
+        self.lengths.masked_fill_(rows, keep)
+        self.positions.masked_fill_(rows, keep)
 
     def hide(self, rows: Rows, start: int, end: int) -> None:
         """Hide slots `start..end-1` of `rows` (all rows if None) from attention, written yet or not."""
