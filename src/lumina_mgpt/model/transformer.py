@@ -226,7 +226,7 @@ class ChameleonModel(nn.Module):
         elif positions is None:
             positions = torch.arange(length, device=input_ids.device).expand(batch, length)
         x = self.embed_tokens(input_ids)
-        if mask is not None:  # additive: the CPU attention kernels take it faster than a boolean one
+        if isinstance(mask, torch.Tensor):  # additive: the CPU attention kernels take it faster than a boolean one
             mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(~mask, float("-inf"))
         rope = self.rotary(positions, x.dtype)
         for layer in self.layers:
