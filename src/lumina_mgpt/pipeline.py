@@ -413,15 +413,12 @@ class LuminaMGPTPipeline:
         return ids.tolist()
 
     def _decode_blocks(self, blocks: Sequence[torch.Tensor]) -> list[Image.Image]:
-        """PIL images of closed blocks, decoded in batches of equal grid shape."""
-        grids = [decode_image_block(block, self.layout) for block in blocks]
-        images: list[Image.Image | None] = [None] * len(grids)
-        for shape in {tuple(g.shape) for g in grids}:
-            index = [i for i, g in enumerate(grids) if tuple(g.shape) == shape]
-            pixels = self.image_tokenizer.decode(torch.stack([grids[i] for i in index]))
-            for i, image in zip(index, self.image_tokenizer.to_image(pixels), strict=True):
-                images[i] = image
-        return images
+        """PIL images of closed blocks, each decoded alone: a batched VQ decode can round a pixel differently
+        (±1), and an image must not depend on the batch it was drawn in."""
+        tokenizer = self.image_tokenizer
+        return [
+            tokenizer.to_image(tokenizer.decode(decode_image_block(b, self.layout)[None]))[0] for b in blocks
+        ]
 
     def _previewer(
         self, width: int, height: int, every: int, on_preview: Callable[[list[Image.Image]], None]
