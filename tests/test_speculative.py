@@ -19,6 +19,7 @@ from lumina_mgpt.generate.speculative import (
     SpeculativeSettings,
     speculative_settings,
 )
+from lumina_mgpt.generate.tally import Tally
 from lumina_mgpt.unirep import decode_image_block, find_image_blocks
 from lumina_mgpt.vocab import TokenLayout
 
@@ -201,10 +202,10 @@ def test_above_drafts_copy_the_nearest_committed_code_up_the_column():
     model, spec = tiny_model(), SpeculativeSettings(window=12)
     one = torch.tensor([0])
     state = BlockState(*(one.clone() for _ in range(7)))
-    stop_ids, noise, budget = torch.tensor([SEP]), CounterNoise([0], "cpu"), torch.tensor([1024])
+    stop_ids, noise, tally = torch.tensor([SEP]), CounterNoise([0], "cpu"), Tally.start([1024], 1040, "cpu")
     image = SamplingSettings()
     decoder = JacobiDecoder(
-        model.model, model.lm_head.weight, LAYOUT, stop_ids, state, noise, budget, spec, image, 1.0, True
+        model.model, model.lm_head.weight, LAYOUT, stop_ids, state, tally, noise, spec, image, 1.0, True
     )
     code = LAYOUT.image_token_ids
     # a 4-column grid (a line is 4 codes and an eol): row 0 done, row 1 up to its third code

@@ -1,12 +1,15 @@
 """The decode loop: prompts in, new tokens out, on one preallocated KV cache.
 
-One forward per step over `[conditional rows; unconditional rows]`. The unconditional row of a prompt sees only
+One loop (`DecodeEngine.generate`) runs a step strategy: each forward moves every unfinished row on by one
+token (plain decoding: a static-shape step that `torch.compile` captures once per call shape) or, with
+`DecodeSettings.speculative`, by a speculative Jacobi window inside image grids (`speculative.py`; text and
+size tokens still take one-token steps). The step strategies share the grammar state, the KV cache and the
+per-row `Tally`; the loop's only host sync is its stop check, every few forwards.
+
+One forward runs over `[conditional rows; unconditional rows]`. The unconditional row of a prompt sees only
 the image block being generated (from its image start, positions from 0), as both releases do; its logits
 guide image-code steps only, and with `cfg_scale == 1` the unconditional rows are not run at all. The Uni-Rep
 grammar picks each row's mask, the sampler draws one token per row from its own random stream.
-
-With `DecodeSettings.speculative`, image grids are decoded several tokens per forward by speculative Jacobi
-decoding (`speculative.py`); text and size tokens still take one step each.
 """
 
 import time
@@ -29,6 +32,7 @@ from lumina_mgpt.generate.guidance import (
 )
 from lumina_mgpt.generate.sampling import CounterNoise, SamplingSettings, Stream, sample_tokens
 from lumina_mgpt.generate.speculative import JacobiDecoder, SpeculativeSettings
+from lumina_mgpt.generate.tally import Tally
 from lumina_mgpt.model import ChameleonTransformer, KVCache
 from lumina_mgpt.model.parallel import cache_heads, full_weight
 from lumina_mgpt.vocab import TokenLayout
@@ -133,103 +137,37 @@ class DecodeEngine:
         inside an open image block (a given image prefix). The tensors a callback sees are reused from step to
         step: clone what you keep.
         """
-        if settings.speculative is not None:
-            return self._generate_speculative(prompts, settings, seeds, sizes, callback, budgets)
         began = time.perf_counter()
         run = self._start(prompts, settings, seeds, sizes, budgets)
-        run.cache.make_static()
-        choose = run.choose
-        if self._graphs:  # the buffers the step updates in place stay where the CUDA graph expects them
-            for buffer in _step_buffers(run):
-                torch._dynamo.mark_static_address(buffer)
-        out = torch.zeros(len(prompts), settings.max_new_tokens, dtype=torch.long, device=self.device)
-        for step in range(settings.max_new_tokens):
-            if step == 0:
-                token = choose(run.logits)
-            else:
-                if self._graphs:
-                    torch.compiler.cudagraph_mark_step_begin()
-                token = self._step(run, token)
-            out[:, step] = token
-            if callback is not None:
-                callback(Step(step, token, choose.step_logits, run.state.mode))
-            # the loop's only host sync: every step with a callback (it reads the tensors anyway), else every few
-            if (callback is not None or (step + 1) % STOP_CHECK_EVERY == 0) and bool(choose.done.all()):
-                break
-        return _result(out, choose.kept, prompts, int(choose.kept.max()), began)
+        token, reported = run.choose(run.logits, _window_codes(run, run.logits)), 0
+        # every forward moves each unfinished row on by >= 1 token: the budget bounds the forwards
+        for forward in range(1, settings.max_new_tokens):
+            if callback is not None or forward % run.check_every == 0:  # the loop's one host sync
+                reached, finished = run.tally.reached()
+                reported = _report(callback, run, reported, reached)
+                if finished:
+                    break
+            token = run.step(run, token)
+        _report(callback, run, reported, run.tally.reached()[0])
+        return _result(run, prompts, began)
 
     def _one_token_step(self, run: "_Run", token: torch.Tensor) -> torch.Tensor:
-        """One static-shape step of plain decoding, free of host syncs (what `compile` captures): feed every
-        row's newest token, choose the next."""
-        return run.choose(self._next_logits(run, token))
+        """One static-shape step free of host syncs (what `compile` captures): feed every row's newest token,
+        choose the next."""
+        logits = self._next_logits(run, token)
+        return run.choose(logits, _window_codes(run, logits))
 
-    def _generate_speculative(
-        self,
-        prompts: list[list[int]],
-        settings: DecodeSettings,
-        seeds: list[int],
-        sizes: list[tuple[int, int] | None] | None,
-        callback: Callable[[Step], None] | None,
-        budgets: list[int] | None,
-    ) -> DecodeResult:
-        """The decode loop with speculative Jacobi windows: while every unfinished row is inside an image grid
-        one forward commits 1..window tokens per row; otherwise a plain one-token step."""
-        began = time.perf_counter()
-        forced = sizes if sizes is not None and settings.force_size else [None] * len(prompts)
-        window = min(settings.speculative.window, self.grammar.longest_grid(forced))  # no wider than a grid
-        settings = replace(settings, speculative=replace(settings.speculative, window=window))
-        run = self._start(prompts, settings, seeds, sizes, budgets, extra_slots=window)
-        choose, state = run.choose, run.state
-        jacobi = JacobiDecoder(
-            self._hidden,
-            full_weight(self.model.lm_head.weight),
-            self.layout,
-            self.stop_ids,
-            state,
-            choose.noise,
-            choose.budget,
-            settings.speculative,
-            settings.image,
-            settings.cfg_scale,
-            settings.stop_at_image_end,
-        )
-        out = torch.zeros(
-            len(prompts), settings.max_new_tokens + window, dtype=torch.long, device=self.device
-        )
-        token = choose(run.logits, jacobi.one_token_codes(run.logits, choose.kept))
-        out[:, 0] = token
-        forwards, windows, reported = 1, 0, 0
-        row_forwards = torch.ones_like(choose.kept)  # forwards each row took part in while unfinished
-        while True:
-            choose.done |= choose.kept >= choose.budget
-            state.mode.masked_fill_(choose.done, Mode.DONE)
-            in_grid = (state.mode == Mode.GRID) | choose.done
-            unfinished = choose.kept.masked_fill(choose.done, settings.max_new_tokens).min()
-            reached = torch.where(choose.done.all(), choose.kept.max(), unfinished)  # by every unfinished row
-            gridded = (state.mode == Mode.GRID).any()
-            flags = [choose.done.all(), choose.done.any(), in_grid.all(), gridded, reached]
-            all_done, any_done, all_grid, gridded, reached = torch.stack([f.long() for f in flags]).tolist()
-            if callback is not None:
-                reported = _report(callback, out, state, reported, reached)
-            if all_done:
-                break
-            row_forwards += ~choose.done
-            if not all_grid:
-                before, idle = choose.kept.clone(), choose.done.long()
-                logits = self._next_logits(run, token)
-                # finished rows hold still (windows roll them back too), or they outgrow the cache
-                if any_done:
-                    run.cache.rollback(with_uncond(idle, run.cfg))
-                token = choose(logits, jacobi.one_token_codes(logits, choose.kept) if gridded else None)
-                out.scatter_(1, before.unsqueeze(-1), token.unsqueeze(-1))
-                jacobi.forget()
-            else:
-                token = jacobi.step(token, run.cache, choose.kept, choose.done, out)
-                windows += 1
-            forwards += 1
-        result = _result(out, choose.kept, prompts, forwards, began, int(row_forwards.sum()))
-        result.stats |= {"window_forwards": windows, "window": window}
-        return result
+    def _speculative_step(self, run: "_Run", token: torch.Tensor) -> torch.Tensor:
+        """A forward of speculative decoding: a Jacobi window while every unfinished row is inside an image
+        grid, else a one-token step (whose grid codes are those a window would commit)."""
+        windows = run.windows
+        if windows.all_in_grid():  # a host sync: the two forwards differ in shape
+            return windows.step(token, run.cache)
+        windows.forget()
+        idle = with_uncond(run.tally.done.long(), run.cfg)
+        token = self._one_token_step(run, token)
+        run.cache.rollback(idle)  # finished rows hold still (windows roll them back too): the cache holds
+        return token
 
     def _start(
         self,
@@ -238,10 +176,9 @@ class DecodeEngine:
         seeds: list[int],
         sizes: list[tuple[int, int] | None] | None,
         budgets: list[int] | None,
-        extra_slots: int = 0,
     ) -> "_Run":
-        """Check the request, build the grammar state and KV cache, and prefill."""
-        batch, cfg = len(prompts), settings.cfg_scale != 1.0
+        """Check the request, build the grammar state, tally and KV cache, prefill, and pick the step."""
+        batch, cfg, spec = len(prompts), settings.cfg_scale != 1.0, settings.speculative
         sizes = sizes if sizes is not None else [None] * batch
         budgets = budgets if budgets is not None else [settings.max_new_tokens] * batch
         if len(seeds) != batch or len(sizes) != batch or len(budgets) != batch:
@@ -252,21 +189,47 @@ class DecodeEngine:
             raise LuminaError("a prompt is empty")
         if not all(1 <= b <= settings.max_new_tokens for b in budgets):
             raise LuminaError(f"every row's budget must lie in 1..max_new_tokens ({settings.max_new_tokens})")
-        state = self.grammar.start(prompts, sizes if settings.force_size else [None] * batch)
-        separator = settings.speculative is not None and settings.speculative.mode == "reference"
+        forced = sizes if settings.force_size else [None] * batch
+        if spec is not None:  # no wider than the largest grid
+            spec = replace(spec, window=min(spec.window, self.grammar.longest_grid(forced)))
+        state = self.grammar.start(prompts, forced)
+        separator = spec is not None and spec.mode == "reference"
         rows = prompts + ([uncond_context(p, self.layout, separator) for p in prompts] if cfg else [])
-        capacity = max(len(p) for p in prompts) + settings.max_new_tokens + extra_slots
+        slack = 1 if spec is None else spec.window  # the most tokens a forward adds to a row
         cache = KVCache(
             self.model.config,
             len(rows),
-            capacity,
+            max(len(p) for p in prompts) + settings.max_new_tokens + (0 if spec is None else slack),
             _model_dtype(self.model),
             self.device,
             kv_heads=cache_heads(self.model),
         )
         logits = self._prefill(rows, cache)
-        choose = _TokenChooser(self, state, settings, CounterNoise(seeds, self.device), budgets)
-        return _Run(state, cache, choose, cfg, logits, int(separator))
+        tally = Tally.start(budgets, settings.max_new_tokens + slack, self.device)
+        choose = _TokenChooser(self, state, settings, CounterNoise(seeds, self.device), tally)
+        run = _Run(state, cache, tally, choose, cfg, logits, int(separator), self._step, STOP_CHECK_EVERY)
+        if spec is None:
+            cache.make_static()
+            if self._graphs:  # the buffers the step updates in place stay where the CUDA graph expects them
+                for buffer in _step_buffers(run):
+                    torch._dynamo.mark_static_address(buffer)
+            return run
+        head = full_weight(self.model.lm_head.weight)
+        run.windows = JacobiDecoder(
+            self._hidden,
+            head,
+            self.layout,
+            self.stop_ids,
+            state,
+            tally,
+            choose.noise,
+            spec,
+            settings.image,
+            settings.cfg_scale,
+            settings.stop_at_image_end,
+        )
+        run.step, run.check_every = self._speculative_step, 1
+        return run
 
     def _next_logits(self, run: "_Run", token: torch.Tensor) -> torch.Tensor:
         """Feed every row's newest token; its last-token logits `[rows, V]`. An unconditional row whose image
@@ -288,50 +251,55 @@ class DecodeEngine:
 
 @dataclass
 class _Run:
-    """One generate call's decoding state after the prefill."""
+    """One generate call's decoding state after the prefill, and its step strategy."""
 
     state: BlockState
     cache: KVCache
+    tally: Tally
     choose: "_TokenChooser"
     cfg: bool
     logits: torch.Tensor  # the prefill's last-token logits [rows, V]
     uncond_kept: int  # tokens an unconditional row keeps when an image starts (1: the turn separator)
+    step: Callable[["_Run", torch.Tensor], torch.Tensor]  # one forward: the rows' newest tokens to the next
+    check_every: int  # forwards between stop checks
+    windows: JacobiDecoder | None = None  # speculative decoding's windows
 
 
-def _result(
-    out: torch.Tensor,
-    kept: torch.Tensor,
-    prompts: list[list[int]],
-    forwards: int,
-    began: float,
-    row_forwards: int | None = None,
-) -> DecodeResult:
-    """The new tokens of each row and the call's statistics; `row_forwards`: forwards summed over the rows
-    while each was unfinished (plain decoding: one per token)."""
-    tokens = [row[:n].tolist() for row, n in zip(out, kept.tolist(), strict=True)]
+def _window_codes(run: _Run, logits: torch.Tensor) -> torch.Tensor | None:
+    """The codes a speculative window would commit at the rows' next token (coupled mode; else None)."""
+    return None if run.windows is None else run.windows.one_token_codes(logits)
+
+
+def _result(run: _Run, prompts: list[list[int]], began: float) -> DecodeResult:
+    """The new tokens of each row and the call's statistics (forwards: those of the longest-running row;
+    accepted per forward: per row while unfinished, 1 in plain decoding)."""
+    tokens, forwards = run.tally.tokens(), run.tally.forwards
     generated = sum(len(t) for t in tokens)
     stats = {
         "prompt_tokens": sum(len(p) for p in prompts),
         "generated_tokens": generated,
-        "forward_passes": forwards,
-        "accepted_per_forward": generated / (row_forwards or generated),  # tokens per forward, per row
+        "forward_passes": int(forwards.max()),
+        "accepted_per_forward": generated / int(forwards.sum()),
         "seconds": time.perf_counter() - began,
     }
+    if run.windows is not None:
+        stats |= {"window_forwards": run.windows.forwards, "window": run.windows.spec.window}
     return DecodeResult(tokens, stats)
 
 
-def _report(
-    callback: Callable[[Step], None], out: torch.Tensor, state: BlockState, reported: int, reached: int
-) -> int:
-    """Call back for token indices `reported..reached-1`; returns the new count reported."""
-    for index in range(reported, reached):
-        callback(Step(index, out[:, index], None, state.mode))
+def _report(callback: Callable[[Step], None] | None, run: _Run, reported: int, reached: int) -> int:
+    """Call back for token indices `reported..reached-1` (with the step's logits in plain decoding, where
+    every unfinished row takes one index per step); returns the new count reported."""
+    if callback is not None:
+        logits = run.choose.step_logits if run.windows is None else None
+        for index in range(reported, reached):
+            callback(Step(index, run.tally.out[:, index], logits, run.state.mode))
     return max(reported, reached)
 
 
 class _TokenChooser:
     """One step's token choice for the whole batch: guidance, grammar masks, sampling, stop checks, grammar
-    state update, in place on buffers of fixed shape and without host syncs."""
+    state and tally update, in place on buffers of fixed shape and without host syncs."""
 
     def __init__(
         self,
@@ -339,7 +307,7 @@ class _TokenChooser:
         state: BlockState,
         settings: DecodeSettings,
         noise: CounterNoise,
-        budgets: list[int],
+        tally: Tally,
     ) -> None:
         batch, device = len(state.mode), engine.device
         self.grammar, self.stop_ids, self.latent_factor = (
@@ -347,13 +315,10 @@ class _TokenChooser:
             engine.stop_ids,
             engine.layout.latent_factor,
         )
-        self.state, self.settings, self.noise = state, settings, noise
+        self.state, self.settings, self.noise, self.tally = state, settings, noise, tally
         self.knobs = _row_settings(settings, device)
         vocab = engine.model.config.vocab_size
         self.step_logits = torch.zeros(batch, vocab, device=device)  # after guidance, before masks
-        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
-        self.kept = torch.zeros(batch, dtype=torch.long, device=device)  # new tokens per row, stop included
-        self.budget = torch.tensor(budgets, dtype=torch.long, device=device)  # each row's most new tokens
         self.opened = torch.zeros(batch, dtype=torch.bool, device=device)  # an image started in this step
         self.cfg_scale = torch.full((batch, 1), settings.cfg_scale, device=device)  # each row's, per schedule
 
@@ -361,7 +326,7 @@ class _TokenChooser:
         """Each row's next token from the forward's last-token logits `[rows, V]` (conditional rows first);
         `chosen[b]` >= 0 takes that token instead of a sample where the grammar expects an image code. Row b
         samples with the uniform of its token index."""
-        state, settings = self.state, self.settings
+        state, settings, tally = self.state, self.settings, self.tally
         kind, forced = self.grammar.next_kind(state)
         cond = logits
         if settings.cfg_scale != 1.0:  # guidance on image codes only
@@ -375,18 +340,22 @@ class _TokenChooser:
             cond = torch.where((kind == Kind.CODE.value).unsqueeze(-1), guided(cond, uncond, scale), cond)
         self.step_logits.copy_(cond)
         masked = cond + self.grammar.masks[kind]
-        uniforms = self.noise.uniform(Stream.TOKEN, self.kept).float()
+        uniforms = self.noise.uniform(Stream.TOKEN, tally.kept).float()
         token = sample_tokens(masked, uniforms, self.knobs.max_k, *self.knobs.pick(state.in_image))
         if chosen is not None:
             token = torch.where((chosen >= 0) & (kind == Kind.CODE.value), chosen, token)
-        token = torch.where(forced >= 0, forced, token).masked_fill(self.done, 0)
+        token = torch.where(forced >= 0, forced, token).masked_fill(tally.done, 0)
         stop = (token.unsqueeze(-1) == self.stop_ids).any(-1)
         if settings.stop_at_image_end:
             stop |= kind == Kind.END.value
         self.grammar.advance(state, token, kind)
-        self.kept += ~self.done
-        self.done |= stop | (self.kept >= self.budget)
-        state.mode.masked_fill_(self.done, Mode.DONE.value)
+        tally.out.scatter_(
+            1, tally.kept.unsqueeze(-1), token.unsqueeze(-1)
+        )  # a finished row's 0 goes past it
+        tally.forwards += ~tally.done
+        tally.kept += ~tally.done
+        tally.done |= stop | (tally.kept >= tally.budget)
+        state.mode.masked_fill_(tally.done, Mode.DONE.value)
         self.opened.copy_(state.mode == Mode.SIZE_H.value)
         return token
 
@@ -422,11 +391,21 @@ def _row_settings(settings: DecodeSettings, device: torch.device) -> _RowKnobs:
 
 
 def _step_buffers(run: _Run) -> list[torch.Tensor]:
-    """The tensors a one-token step reads and updates in place: cache, grammar state, chooser state."""
+    """The tensors a one-token step reads and updates in place: cache, grammar state, tally, chooser state."""
     cache, choose = run.cache, run.choose
     state = [getattr(run.state, f.name) for f in fields(run.state)]
-    chooser = [choose.step_logits, choose.done, choose.kept, choose.opened, choose.cfg_scale]
-    return [*cache.keys, *cache.values, cache.lengths, cache.positions, cache.key_mask, *state, *chooser]
+    tally = [getattr(run.tally, f.name) for f in fields(run.tally)]
+    chooser = [choose.step_logits, choose.opened, choose.cfg_scale]
+    return [
+        *cache.keys,
+        *cache.values,
+        cache.lengths,
+        cache.positions,
+        cache.key_mask,
+        *state,
+        *tally,
+        *chooser,
+    ]
 
 
 def _model_dtype(model: torch.nn.Module) -> torch.dtype:

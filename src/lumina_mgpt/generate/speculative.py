@@ -52,6 +52,7 @@ from lumina_mgpt.generate.config import MODES, option
 from lumina_mgpt.generate.constraints import BlockState, Mode
 from lumina_mgpt.generate.guidance import guided, split_uncond, with_uncond
 from lumina_mgpt.generate.sampling import CounterNoise, SamplingSettings, Stream, draw, target_logprobs
+from lumina_mgpt.generate.tally import Tally
 from lumina_mgpt.vocab import TokenLayout
 
 if TYPE_CHECKING:
@@ -114,8 +115,9 @@ def _code_rows(weight: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
 
 
 class JacobiDecoder:
-    """The speculative windows of one generate call; the engine runs the loop and calls `step` whenever
-    every unfinished row is inside an image grid."""
+    """The speculative windows of one generate call: a step strategy of the engine's loop, which calls
+    `step` whenever every unfinished row is inside an image grid (`all_in_grid`). Its interface is narrow: the
+    transformer body's forward, the grammar state, the KV cache and the rows' `Tally`, moved on in place."""
 
     def __init__(
         self,
@@ -124,21 +126,21 @@ class JacobiDecoder:
         layout: TokenLayout,
         stop_ids: torch.Tensor,
         state: BlockState,
+        tally: Tally,
         noise: CounterNoise,
-        budget: torch.Tensor,
         spec: SpeculativeSettings,
         image: SamplingSettings,
         cfg_scale: float,
         stop_at_image_end: bool,
     ) -> None:
         """`hidden(ids, cache)`: the transformer body's hidden states; `head`: the full lm_head weight;
-        `stop_ids`: the tokens that end a row; `budget[b]`: row b's most new tokens; `image`: how image codes
-        are sampled; `stop_at_image_end`: a row is done after its first image."""
+        `stop_ids`: the tokens that end a row; `tally`: the rows' tokens, counts, done flags and budgets;
+        `image`: how image codes are sampled; `stop_at_image_end`: a row is done after its first image."""
         device = stop_ids.device
-        self.spec, self.state, self.image = spec, state, image
+        self.spec, self.state, self.tally, self.image = spec, state, tally, image
         self.hidden, self.noise = hidden, noise
-        self.cfg_scale = cfg_scale
-        self.budget, self.stop_at_image_end = budget, stop_at_image_end
+        self.cfg_scale, self.stop_at_image_end = cfg_scale, stop_at_image_end
+        self.forwards = 0  # windows taken
         self.stop_ids, self.eol, self.end = stop_ids, layout.eol_id, layout.image_end_id
         self.codes = layout.image_token_ids.to(device)
         self.code_of = layout.code_of_id.to(device)
@@ -148,22 +150,26 @@ class JacobiDecoder:
         self.coupled = self.exact and spec.coupling
         self.nsigma = 0.0 if self.exact else spec.nsigma
         self.offsets = torch.arange(spec.window, device=device)
-        batch = len(budget)
+        batch = len(tally.kept)
         self.drafts = torch.zeros(batch, spec.window - 1, dtype=torch.long, device=device)  # code indices
         self.q = None if self.coupled else torch.zeros(batch, spec.window - 1, codebook, device=device)
         self.recycled = torch.zeros(batch, dtype=torch.long, device=device)  # leading drafts still aligned
         # whether each draft was predicted with the grid row above it committed (see _fresh_drafts)
         self.informed = torch.zeros(batch, spec.window - 1, dtype=torch.bool, device=device)
 
-    def one_token_codes(self, logits: torch.Tensor, kept: torch.Tensor) -> torch.Tensor | None:
+    def all_in_grid(self) -> bool:
+        """Whether every unfinished row is inside an image grid (a window's turn). A host sync."""
+        return bool(((self.state.mode == Mode.GRID) | self.tally.done).all())
+
+    def one_token_codes(self, logits: torch.Tensor) -> torch.Tensor | None:
         """For a one-token step over last-token `logits` (all rows, unconditional after): in the coupled mode,
-        each grid row's code as a window would commit it at its token index `kept` (-1 for other rows), which
+        each grid row's code as a window would commit it at its next token index (-1 for other rows), which
         the step takes where a code is due, so a row's tokens do not depend on when its batch takes windows;
         None in the other modes."""
         if not self.coupled:
             return None
         logp = target_logprobs(self._guided(logits[:, self.codes]), self.image)
-        gumbel = self.noise.gumbel(kept.unsqueeze(-1), len(self.codes)).squeeze(1)
+        gumbel = self.noise.gumbel(self.tally.kept.unsqueeze(-1), len(self.codes)).squeeze(1)
         chosen = self.codes[(logp.double() + gumbel).argmax(-1)]
         return torch.where(self.state.mode == Mode.GRID, chosen, -1)
 
@@ -171,18 +177,14 @@ class JacobiDecoder:
         """Drop the drafts (after a plain step moved the rows on)."""
         self.recycled.zero_()
 
-    def step(
-        self,
-        last: torch.Tensor,
-        cache: "KVCache",
-        kept: torch.Tensor,
-        done: torch.Tensor,
-        out: torch.Tensor,
-    ) -> torch.Tensor:
-        """One window forward. Every unfinished row (inside a grid) commits 1..window tokens, written to `out`
-        from its `kept` offset; `kept`, `done`, the grammar state and the cache move on in place. Returns each
-        row's newest token (not yet cached)."""
-        state, n = self.state, self.spec.window
+    def step(self, last: torch.Tensor, cache: "KVCache") -> torch.Tensor:
+        """One window forward. Every unfinished row (inside a grid) commits 1..window tokens, written to the
+        tally's `out` from its `kept` offset; the tally, the grammar state and the cache move on in place.
+        Returns each row's newest token (not yet cached)."""
+        state, n, tally = self.state, self.spec.window, self.tally
+        kept, done, out = tally.kept, tally.done, tally.out
+        self.forwards += 1
+        tally.forwards += ~done
         ahead = self.offsets
         line = state.cols + 1
         start = state.row * line + state.col  # grid index of each row's next token
@@ -191,7 +193,7 @@ class JacobiDecoder:
         eol = (index % line.unsqueeze(-1) == state.cols.unsqueeze(-1)) & (index < end_at.unsqueeze(-1))
         forced = torch.where(index == end_at.unsqueeze(-1), self.end, torch.where(eol, self.eol, -1))
         active = (state.mode == Mode.GRID) & ~done
-        room = torch.minimum(end_at - start + 1, self.budget - kept).clamp(max=n)
+        room = torch.minimum(end_at - start + 1, tally.budget - kept).clamp(max=n)
         room = room.masked_fill(~active, 0)  # tokens a row may commit: up to its image end and budget
 
         self._fresh_drafts(kept, start, line, out)
@@ -217,7 +219,7 @@ class JacobiDecoder:
         state.col.copy_(torch.where(moved, after % line, state.col).masked_fill(ended, 0))
         state.mode.masked_fill_(ended, Mode.TEXT)
         kept += count
-        done |= stopped | (ended & self.stop_at_image_end)
+        done |= stopped | (ended & self.stop_at_image_end) | (kept >= tally.budget)
         state.mode.masked_fill_(done, Mode.DONE)
 
         source = (count.unsqueeze(-1) + ahead[:-1]).clamp(max=n - 1)  # next window's drafts, recycled
