@@ -11,10 +11,36 @@ from lumina_mgpt.world.detect import Detection, detect
 from lumina_mgpt.world.palette import BACKGROUND
 from lumina_mgpt.world.render import edge_map, render, segmentation_map
 from lumina_mgpt.world.scene import Scene, sample_scene
-from lumina_mgpt.world.score import map_score, scene_masks
+from lumina_mgpt.world.score import PASS_THRESHOLD, map_score, scene_masks
+from lumina_mgpt.world.tasks import dual_panel, panel_fits
 
 CENTRE_TOLERANCE_PX = 2.0
 KINDS = {"scene": render, "segmentation map": segmentation_map, "edge map": edge_map}
+# The dual-panel canvases of the omni tasks, drawn from a scene of half the canvas' height: (map, map above)
+PANELS = {
+    "scene over segmentation map": ("segmentation map", False),
+    "scene over edge map": ("edge map", False),
+    "segmentation map over scene": ("segmentation map", True),
+    "edge map over scene": ("edge map", True),
+}
+IMAGE_KINDS = (*KINDS, *PANELS)
+
+
+def kind_fits(kind: str, width: int, height: int) -> bool:
+    """Whether an image of `kind` can be drawn on a W×H canvas (a panel needs two legal halves)."""
+    return kind not in PANELS or panel_fits(width, height)
+
+
+def scene_canvas(kind: str, width: int, height: int) -> tuple[int, int]:
+    """The canvas of the scene a W×H image of `kind` is drawn from: a panel's half, else the whole."""
+    return (width, height // 2) if kind in PANELS else (width, height)
+
+
+def draw(kind: str, scene: Scene) -> np.ndarray:
+    """The image of `kind` of `scene` (a panel: twice the scene's height)."""
+    if kind in PANELS:
+        return dual_panel(scene, *PANELS[kind])
+    return KINDS[kind](scene)
 
 
 def same_objects(
@@ -87,11 +113,17 @@ def evaluate_canvas(
     kinds: Sequence[str] = ("scene",),
 ) -> dict[str, float]:
     """Metrics on `n_scenes` held-out scenes of one canvas: `detection` (fraction whose reconstruction shows
-    the same objects), `psnr`, `codes_used`, `reencode_same` and `background_codes` (see `code_stability`), and
-    per map kind its mean score (mIoU / edge F1 of WORLD.md)."""
+    the same objects), `psnr`, `codes_used`, `reencode_same` and `background_codes` (see `code_stability`),
+    per map kind its mean score (mIoU / edge F1 of WORLD.md), and per panel kind (of scenes of half the
+    height) the fraction of panels whose scene half shows the same objects and whose map half scores >= 0.75."""
     scenes = held_out_scenes(width, height, n_scenes, seed)
     report: dict[str, float] = {}
     for kind in kinds:
+        if kind in PANELS:
+            report[kind] = _panel_pass_rate(
+                tokenizer, kind, held_out_scenes(width, height // 2, n_scenes, seed)
+            )
+            continue
         originals = np.stack([KINDS[kind](s) for s in scenes])
         recon, used = reconstruct(tokenizer, originals)
         if kind == "scene":
@@ -107,3 +139,16 @@ def evaluate_canvas(
             )
             report[f"{kind} psnr"] = psnr(originals, recon)
     return report
+
+
+def _panel_pass_rate(tokenizer: ImageTokenizer, kind: str, scenes: list[Scene]) -> float:
+    map_name, map_above = PANELS[kind]
+    recon, _ = reconstruct(tokenizer, np.stack([draw(kind, s) for s in scenes]))
+    half, passed = recon.shape[1] // 2, []
+    for scene, image in zip(scenes, recon, strict=True):
+        map_half, scene_half = (image[:half], image[half:]) if map_above else (image[half:], image[:half])
+        passed.append(
+            same_objects(scene, detect(scene_half))
+            and map_score(map_half, map_name, scene_masks(scene)) >= PASS_THRESHOLD
+        )
+    return float(np.mean(passed))

@@ -36,7 +36,15 @@ from lumina_mgpt.devices import resolve_device
 from lumina_mgpt.errors import LuminaError
 from lumina_mgpt.train.checkpoint import load_state_file, unloadable_checkpoint
 from lumina_mgpt.train.config import read_yaml
-from lumina_mgpt.vq.evaluate import KINDS, evaluate_canvas, psnr, reconstruct
+from lumina_mgpt.vq.evaluate import (
+    IMAGE_KINDS,
+    draw,
+    evaluate_canvas,
+    kind_fits,
+    psnr,
+    reconstruct,
+    scene_canvas,
+)
 from lumina_mgpt.vq.folder import FolderBatches, centre_crop, load_images
 from lumina_mgpt.vq.loading import load_image_tokenizer, save_image_tokenizer
 from lumina_mgpt.vq.patch import ARCHITECTURE as PATCH_PALETTE
@@ -124,6 +132,9 @@ class OptimConfig:
     grad_clip: float = 1.0
     l2_weight: float = 0.0  # pixel loss = L1 + l2_weight * MSE
     edge_weight: float = 0.0  # loss weight of pixels near a colour change is 1 + edge_weight
+    # "decoder": train only the decoder; the encoder and codebook keep run.init_from's weights, so every code
+    # (and a transformer trained on them) stays valid
+    trainable: Literal["all", "decoder"] = "all"
 
 
 @dataclass
@@ -184,8 +195,24 @@ class TrainConfig:
                 f"{source}: data.patch must be a multiple of {factor} px up to the shortest canvas side "
                 f"({shortest}), not {config.data.patch}"
             )
-        if bad := sorted(set(config.data.mix) - set(KINDS)):
-            raise LuminaError(f"{source}: unknown image kind(s) {bad} in data.mix (known: {sorted(KINDS)})")
+        if bad := sorted(set(config.data.mix) - set(IMAGE_KINDS)):
+            raise LuminaError(
+                f"{source}: unknown image kind(s) {bad} in data.mix (known: {list(IMAGE_KINDS)})"
+            )
+        drawn = [k for k, weight in config.data.mix.items() if weight > 0]
+        for kind in drawn:
+            if not any(kind_fits(kind, w, h) for w, h in config.data.canvases):
+                raise LuminaError(
+                    f"{source}: no canvas of data.canvases fits {kind!r} (a dual panel needs a height that "
+                    "halves into a multiple of 8 of at least 48)"
+                )
+        for w, h in config.data.canvases:
+            if not any(kind_fits(kind, w, h) for kind in drawn):
+                raise LuminaError(f"{source}: no image kind of data.mix fits the canvas {w}x{h}")
+        if config.optim.trainable not in ("all", "decoder"):
+            raise LuminaError(f"{source}: optim.trainable must be 'all' or 'decoder'")
+        if config.optim.trainable == "decoder" and not config.run.init_from:
+            raise LuminaError(f"{source}: optim.trainable 'decoder' needs run.init_from (the frozen encoder)")
         if config.quantizer.kind not in ("ema", "straight_through"):
             raise LuminaError(f"{source}: quantizer.kind must be 'ema' or 'straight_through'")
         if config.quantizer.restart_on not in ("random", "worst"):
@@ -231,7 +258,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class SceneBatches(Dataset):
-    """Item `t` is step t's batch, `uint8[B, H, W, 3]`: one canvas, each image a scene or one of its maps."""
+    """Item `t` is step t's batch, `uint8[B, H, W, 3]`: one canvas, each image a scene, one of its maps or a
+    dual panel (`lumina_mgpt.vq.evaluate.IMAGE_KINDS`); kinds that do not fit the canvas are not drawn on it."""
 
     def __init__(self, data: DataConfig, seed: int) -> None:
         self.data, self.seed = data, seed
@@ -245,20 +273,25 @@ class SceneBatches(Dataset):
     def __getitem__(self, step: int) -> torch.Tensor:
         rng = np.random.default_rng([self.seed, step])
         width, height = self.data.canvases[rng.integers(len(self.data.canvases))]
-        kinds = rng.choice(len(self.kinds), size=self.data.batch_size, p=self.probs)
-        images = [KINDS[self.kinds[k]](sample_scene(rng, width, height)) for k in kinds]
+        probs = self.probs * [kind_fits(k, width, height) for k in self.kinds]
+        kinds = [
+            self.kinds[k]
+            for k in rng.choice(len(self.kinds), size=self.data.batch_size, p=probs / probs.sum())
+        ]
+        images = [draw(k, sample_scene(rng, *scene_canvas(k, width, height))) for k in kinds]
         return torch.from_numpy(np.stack(images))
 
 
 class Codebook:
-    """Training state of the codebook: EMA counts (usage, and the EMA update) and dead-code restarts."""
+    """Training state of the codebook: EMA counts (usage, and the EMA update) and dead-code restarts.
+    `frozen`: only usage is counted; the vectors never move."""
 
-    def __init__(self, tokenizer: ImageTokenizer, config: QuantizerConfig) -> None:
+    def __init__(self, tokenizer: ImageTokenizer, config: QuantizerConfig, frozen: bool = False) -> None:
         self.weight = tokenizer.codebook
-        self.config = config
+        self.config, self.frozen = config, frozen
         self.counts = torch.ones(len(self.weight), device=self.weight.device)
         self.sums = self.weight.detach().clone().float()
-        self.weight.requires_grad_(config.kind == "straight_through")
+        self.weight.requires_grad_(config.kind == "straight_through" and not frozen)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"counts": self.counts, "sums": self.sums}
@@ -280,7 +313,7 @@ class Codebook:
         decay = self.config.ema_decay
         counts = torch.bincount(codes, minlength=len(self.counts)).float()
         self.counts.mul_(decay).add_(counts, alpha=1 - decay)
-        if self.config.kind == "ema":
+        if self.config.kind == "ema" and not self.frozen:
             sums = torch.zeros_like(self.sums).index_add_(0, codes, vectors)
             self.sums.mul_(decay).add_(sums, alpha=1 - decay)
             total = self.counts.sum()
@@ -292,6 +325,8 @@ class Codebook:
         self, vectors: torch.Tensor, generator: torch.Generator, errors: torch.Tensor | None = None
     ) -> int:
         """Move dead codes onto random `vectors`, or, given their quantisation `errors`, the worst ones."""
+        if self.frozen:
+            return 0
         dead = (self.counts < self.config.dead_usage).nonzero().flatten()
         if len(dead):
             if errors is None:
@@ -345,6 +380,8 @@ def learning_rate(step: int, optim: OptimConfig) -> float:
     )
 
 
+# what optim.trainable "decoder" trains: VQModel's post_quant_conv and decoder, PatchPaletteVQ's decoder
+DECODER_MODULES = ("post_quant_conv", "decoder")
 TRAINING_FILE = "training.json"  # beside a tokenizer trained on a folder: {"psnr": dB on its training images}
 
 
@@ -402,7 +439,13 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     vq.to(memory_format=memory_format)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    codebook = Codebook(tokenizer, config.quantizer)
+    decoder_only = config.optim.trainable == "decoder"
+    codebook = Codebook(tokenizer, config.quantizer, frozen=decoder_only)
+    if decoder_only:
+        vq.requires_grad_(False)
+        for name in DECODER_MODULES:
+            if (module := getattr(vq, name, None)) is not None:
+                module.requires_grad_(True)
     params = [p for p in vq.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=config.optim.lr, betas=(0.9, 0.99), weight_decay=config.optim.weight_decay
@@ -466,7 +509,7 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
         pixels = pixels.contiguous(memory_format=memory_format)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config.optim)
-        with autocast:
+        with autocast, torch.set_grad_enabled(not decoder_only):
             latents = vq.encode(pixels).latents.float()
         vectors = latents.detach().permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
         if step == 0 and not config.run.init_from:

@@ -100,6 +100,18 @@ def map_image(scene: Scene, map_name: str) -> np.ndarray:
     return segmentation_map(scene) if map_name == "segmentation map" else edge_map(scene)
 
 
+def dual_panel(scene: Scene, map_name: str, map_above: bool) -> np.ndarray:
+    """A dual-panel canvas, twice the scene's height: the rendered scene and its map, the map above if
+    `map_above` (the i2i tasks) else below (the pair tasks)."""
+    halves = [map_image(scene, map_name), render(scene)]
+    return np.concatenate(halves if map_above else halves[::-1])
+
+
+def panel_fits(width: int, height: int) -> bool:
+    """Whether a W×H canvas halves into two legal scene canvases (each half a multiple of 8, >= MIN_SIDE)."""
+    return width % 8 == 0 and width >= MIN_SIDE and height % 16 == 0 and height // 2 >= MIN_SIDE
+
+
 def _description(
     rng: np.random.Generator, width: int, height: int, templates_only: bool, right_room: int = 0
 ):
@@ -197,7 +209,7 @@ def _scene_with(
 
 
 def _check_dual(width: int, height: int) -> None:
-    if height % 16 or height // 2 < MIN_SIDE:
+    if not panel_fits(width, height):
         raise LuminaError(
             f"a dual-panel canvas needs a height that halves into a multiple of 8 of at least "
             f"{MIN_SIDE} px, got {width}x{height}"
@@ -299,7 +311,7 @@ def _dual_pair(map_name: str, kind: str):
         text = DUAL_PROMPT.format(
             W=width, H=height, shown="lower", map=map_name, kept="upper", description=description
         )
-        canvas = np.concatenate([render(scene), map_image(scene, map_name)])
+        canvas = dual_panel(scene, map_name, map_above=False)
         truth = {"specs": [s.to_dict() for s in specs], "map": map_name, "scene": scene.to_dict()}
         return Task(kind, width, height, [user(text), assistant(IMAGE, [canvas])], [[user(text)]], truth)
 
@@ -322,7 +334,7 @@ def _dual_i2i(map_name: str, kind: str):
             description=condition_caption(scene, with_colors),
         )
         upper = map_image(scene, map_name)
-        canvas = np.concatenate([upper, render(scene)])
+        canvas = dual_panel(scene, map_name, map_above=True)
         truth = {"scene": scene.to_dict(), "map": map_name, "colors_named": with_colors}
         query = [user(text), assistant(IMAGE, [upper])]
         return Task(kind, width, height, [user(text), assistant(IMAGE, [canvas])], [query], truth)
