@@ -40,7 +40,14 @@ def tiny_config(steps: int) -> TrainConfig:
 
 
 @pytest.mark.parametrize(
-    "name", ["shapes-patch.yaml", "shapes-patch-finetune.yaml", "shapes.yaml", "shapes-finetune.yaml"]
+    "name",
+    [
+        "shapes-patch.yaml",
+        "shapes-patch-finetune.yaml",
+        "shapes-patch-panels.yaml",
+        "shapes.yaml",
+        "shapes-finetune.yaml",
+    ],
 )
 def test_shipped_configs_parse(name):
     config = TrainConfig.from_yaml(CONFIGS / name)
@@ -171,3 +178,69 @@ def test_patch_palette_training_writes_a_painting_tokenizer(tmp_path):
         TrainConfig.from_dict({"model": {"architecture": "unet"}})
     with pytest.raises(LuminaError, match=r"quantizer\.restart_on must be 'random' or 'worst'"):
         TrainConfig.from_dict({"quantizer": {"restart_on": "best"}})
+
+
+@pytest.mark.parametrize("architecture", ["vqmodel", "patch-palette"])
+def test_decoder_only_training_keeps_the_encoder_codebook_and_every_code(tmp_path, architecture):
+    config = tiny_config(2)
+    if architecture == "patch-palette":
+        config.model = TrainConfig.from_dict(
+            {
+                "model": {
+                    "architecture": "patch-palette",
+                    "patch_size": 4,
+                    "encoder_hidden": 16,
+                    "code_dim": 4,
+                    "codebook_size": 16,
+                    "decoder_channels": 16,
+                    "decoder_blocks": 1,
+                    "upsample_channels": 8,
+                }
+            }
+        ).model
+    vq_train.train(config, tmp_path / "base", show_progress=False)
+    base = load_image_tokenizer(tmp_path / "base" / "tokenizer")
+
+    config.data.canvases = [(48, 48), (48, 96)]  # panels fit only the second
+    config.data.mix = {"scene": 0.5, "scene over edge map": 0.5}
+    config.optim.trainable, config.optim.lr = "decoder", 0.01
+    config.run.init_from = str(tmp_path / "base" / "tokenizer")
+    vq_train.train(config, tmp_path / "decoder", show_progress=False)
+    tuned = load_image_tokenizer(tmp_path / "decoder" / "tokenizer")
+
+    before, after = base.vq.state_dict(), tuned.vq.state_dict()
+    decoder = {k for k in before if k.split(".")[0] in vq_train.DECODER_MODULES}
+    assert decoder and all(torch.equal(before[k], after[k]) for k in before.keys() - decoder)
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+    for t in range(4):  # scenes and panels
+        pixels = SceneBatches(config.data, seed=9)[t].permute(0, 3, 1, 2).float() / 127.5 - 1
+        assert torch.equal(base.encode(pixels), tuned.encode(pixels))
+    records = [json.loads(line) for line in (tmp_path / "decoder" / "log.jsonl").read_text().splitlines()]
+    assert {r["restarted"] for r in records} == {0}
+
+
+def test_panel_kinds_are_drawn_only_on_canvases_that_halve():
+    config = tiny_config(1)
+    config.data.canvases, config.data.batch_size = [(48, 48), (64, 96)], 6
+    config.data.mix = {"scene": 0.5, "segmentation map over scene": 0.5}
+    source = SceneBatches(config.data, seed=1)
+    shapes = {tuple(source[t].shape[1:3]) for t in range(12)}
+    assert shapes == {(48, 48), (96, 64)}
+    panel_batches = [b for b in (source[t] for t in range(12)) if b.shape[1] == 96]
+    black = np.array([0, 0, 0], dtype=np.uint8)
+    # a segmentation-map half over a scene half: black somewhere above the seam, never below it
+    assert any((b[:, :48].numpy() == black).all(-1).any() for b in panel_batches)
+    assert not any((b[:, 48:].numpy() == black).all(-1).any() for b in panel_batches)
+
+
+def test_panel_and_decoder_only_config_errors():
+    with pytest.raises(LuminaError, match=r"no canvas of data\.canvases fits 'scene over edge map'"):
+        TrainConfig.from_dict({"data": {"canvases": [[64, 64]], "mix": {"scene over edge map": 1.0}}})
+    with pytest.raises(LuminaError, match=r"no image kind of data\.mix fits the canvas 64x64"):
+        TrainConfig.from_dict(
+            {"data": {"canvases": [[64, 64], [64, 96]], "mix": {"edge map over scene": 1.0}}}
+        )
+    with pytest.raises(LuminaError, match=r"optim\.trainable 'decoder' needs run\.init_from"):
+        TrainConfig.from_dict({"optim": {"trainable": "decoder"}})
+    with pytest.raises(LuminaError, match=r"optim\.trainable must be 'all' or 'decoder'"):
+        TrainConfig.from_dict({"optim": {"trainable": "encoder"}})
