@@ -39,6 +39,24 @@ def tiny_config(steps: int) -> TrainConfig:
     )
 
 
+def tiny_patch_palette():
+    """A patch-palette tokenizer of a few thousand weights (4 px patches, 16 codes)."""
+    return TrainConfig.from_dict(
+        {
+            "model": {
+                "architecture": "patch-palette",
+                "patch_size": 4,
+                "encoder_hidden": 16,
+                "code_dim": 4,
+                "codebook_size": 16,
+                "decoder_channels": 16,
+                "decoder_blocks": 1,
+                "upsample_channels": 8,
+            }
+        }
+    ).model
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -150,20 +168,7 @@ def test_restart_on_the_worst_quantised_vectors():
 
 def test_patch_palette_training_writes_a_painting_tokenizer(tmp_path):
     config = tiny_config(2)
-    config.model = TrainConfig.from_dict(
-        {
-            "model": {
-                "architecture": "patch-palette",
-                "patch_size": 4,
-                "encoder_hidden": 16,
-                "code_dim": 4,
-                "codebook_size": 16,
-                "decoder_channels": 16,
-                "decoder_blocks": 1,
-                "upsample_channels": 8,
-            }
-        }
-    ).model
+    config.model = tiny_patch_palette()
     config.optim.edge_weight = 4.0
     config.quantizer.restart_on = "worst"
     metrics = vq_train.train(config, tmp_path / "run", show_progress=False)
@@ -184,20 +189,7 @@ def test_patch_palette_training_writes_a_painting_tokenizer(tmp_path):
 def test_decoder_only_training_keeps_the_encoder_codebook_and_every_code(tmp_path, architecture):
     config = tiny_config(2)
     if architecture == "patch-palette":
-        config.model = TrainConfig.from_dict(
-            {
-                "model": {
-                    "architecture": "patch-palette",
-                    "patch_size": 4,
-                    "encoder_hidden": 16,
-                    "code_dim": 4,
-                    "codebook_size": 16,
-                    "decoder_channels": 16,
-                    "decoder_blocks": 1,
-                    "upsample_channels": 8,
-                }
-            }
-        ).model
+        config.model = tiny_patch_palette()
     vq_train.train(config, tmp_path / "base", show_progress=False)
     base = load_image_tokenizer(tmp_path / "base" / "tokenizer")
 
