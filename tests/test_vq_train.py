@@ -120,31 +120,89 @@ class Interrupted(Exception):
     pass
 
 
-def test_training_resumes_exactly_and_writes_a_loadable_tokenizer(tmp_path, monkeypatch):
-    straight = vq_train.train(tiny_config(4), tmp_path / "straight", show_progress=False)
-    assert straight["steps"] == 4
-
+def crash_after_step_2_then_resume(config: TrainConfig, out: Path, monkeypatch) -> None:
+    """Train `config` into `out`, the run dying right after its step-2 checkpoint, then resume it to the end."""
     original_save = vq_train._atomic_save
 
-    def crash_after_step_2(obj, path):  # the run dies right after its step-2 checkpoint is written
+    def crash_after_step_2(obj, path):
         original_save(obj, path)
         if obj["step"] == 2:
             raise Interrupted
 
     monkeypatch.setattr(vq_train, "_atomic_save", crash_after_step_2)
     with pytest.raises(Interrupted):
-        vq_train.train(tiny_config(4), tmp_path / "resumed", show_progress=False)
+        vq_train.train(config, out, show_progress=False)
     monkeypatch.setattr(vq_train, "_atomic_save", original_save)
-    assert not (tmp_path / "resumed" / "tokenizer").exists()
-    vq_train.train(tiny_config(4), tmp_path / "resumed", show_progress=False)
+    assert not (out / "tokenizer").exists()
+    vq_train.train(config, out, show_progress=False)
 
-    a = load_image_tokenizer(tmp_path / "straight" / "tokenizer")
-    b = load_image_tokenizer(tmp_path / "resumed" / "tokenizer")
+
+def assert_same_tokenizer(a_folder: Path, b_folder: Path) -> None:
+    a, b = load_image_tokenizer(a_folder), load_image_tokenizer(b_folder)
     for (k, x), (_, y) in zip(a.vq.state_dict().items(), b.vq.state_dict().items(), strict=True):
         assert torch.equal(x, y), k
+
+
+def test_training_resumes_exactly_and_writes_a_loadable_tokenizer(tmp_path, monkeypatch):
+    straight = vq_train.train(tiny_config(4), tmp_path / "straight", show_progress=False)
+    assert straight["steps"] == 4
+    crash_after_step_2_then_resume(tiny_config(4), tmp_path / "resumed", monkeypatch)
+    assert_same_tokenizer(tmp_path / "straight" / "tokenizer", tmp_path / "resumed" / "tokenizer")
     records = [json.loads(line) for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]  # steps 3 and 4 appended by the resumed run
+    a = load_image_tokenizer(tmp_path / "straight" / "tokenizer")
     assert a.factor == 2 and a.codebook_size == 16 and np.isfinite(records[-1]["loss"])
+
+
+def test_quantiser_starts_late_from_k_means_and_resumes_exactly(tmp_path, monkeypatch):
+    def late(steps: int) -> TrainConfig:
+        config = tiny_config(steps)
+        config.quantizer.start, config.quantizer.kmeans_batches = 3, 2
+        config.quantizer.restart_every = 1000
+        return config
+
+    vq_train.train(
+        late(3), tmp_path / "before", show_progress=False
+    )  # stops just before the quantiser starts
+    records = [json.loads(line) for line in (tmp_path / "before" / "log.jsonl").read_text().splitlines()]
+    assert [r["perplexity"] for r in records] == [None, None, None]  # no codes are chosen before the start
+    straight = vq_train.train(late(5), tmp_path / "straight", show_progress=False)
+    assert straight["steps"] == 5
+    records = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert records[2]["perplexity"] is None and records[3]["perplexity"] > 1
+    crash_after_step_2_then_resume(late(5), tmp_path / "resumed", monkeypatch)  # dies before the start
+    assert_same_tokenizer(tmp_path / "straight" / "tokenizer", tmp_path / "resumed" / "tokenizer")
+
+
+def test_k_means_initialisation_ends_on_the_means_of_its_clusters():
+    tokenizer = ImageTokenizer.from_config(tiny_config(1).model.vqmodel_kwargs())  # 16 codes of 4 dims
+    vectors = torch.randn(400, 4, generator=torch.Generator().manual_seed(1))
+
+    def initialised(iterations: int) -> torch.Tensor:
+        codebook = Codebook(tokenizer, QuantizerConfig())
+        codebook.initialise(vectors, torch.Generator().manual_seed(0), iterations)
+        assert torch.equal(codebook.sums, codebook.weight) and torch.equal(codebook.counts, torch.ones(16))
+        return codebook.weight.detach().clone()
+
+    picks, centres = initialised(0), initialised(50)
+    assert all(any(torch.equal(row, v) for v in vectors) for row in picks)  # no iteration: random vectors
+    codes = torch.cdist(vectors, centres).argmin(1)
+    for code in codes.unique():  # a fixed point of Lloyd's step: each code is the mean of its vectors
+        torch.testing.assert_close(centres[code], vectors[codes == code].mean(0), atol=1e-5, rtol=0)
+
+    def error(codebook: torch.Tensor) -> float:
+        return float(torch.cdist(vectors, codebook).min(1).values.square().mean())
+
+    assert error(centres) < 0.8 * error(picks)
+
+
+def test_pixel_loss_weights_l1_and_mse():
+    recon, target = torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.5)
+    optim = tiny_config(1).optim
+    optim.l1_weight, optim.l2_weight = 0.0, 2.0
+    assert vq_train.pixel_loss(recon, target, optim).item() == pytest.approx(0.5)  # 2 * 0.25
+    optim.l1_weight, optim.l2_weight = 3.0, 0.0
+    assert vq_train.pixel_loss(recon, target, optim).item() == pytest.approx(1.5)
 
 
 def test_straight_through_codebook_learns_by_gradient_and_only_counts_usage():

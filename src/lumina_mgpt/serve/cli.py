@@ -107,7 +107,11 @@ def serve(
                 typer.echo(f"error: {error}", err=True)
                 raise typer.Exit(1) from None
             return
-        pipe = leader = Leader(pipe, rank_timeout)
+        try:
+            pipe = leader = Leader(pipe, rank_timeout)
+        except LuminaError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
 
     from lumina_mgpt.serve.app import create_app
 

@@ -75,6 +75,13 @@ class Leader:
         self.lost: str | None = None
         self._watchdog = Watchdog(timeout, lambda: self._lose(f"a rank made no progress for {timeout:g} s"))
         self._beat = min(5.0, timeout / 4)
+        try:  # a first beat before serving arms the watchdog, so a rank that hangs from the start is noticed
+            self._send(("beat",))
+        except RuntimeError as error:
+            self._watchdog.close()
+            raise LuminaError(
+                f"a tensor-parallel rank was lost while starting ({str(error).splitlines()[0][:200]})"
+            ) from None
         threading.Thread(target=self._heartbeat, name="lumina-rank-heartbeat", daemon=True).start()
 
     def __getattr__(self, name: str) -> Any:

@@ -81,12 +81,7 @@ class ImageTokenizer(nn.Module):
         """Index of the nearest codebook vector (L2) for each cell of `latents[B, C, h, w]`."""
         b, c, h, w = latents.shape
         flat = latents.permute(0, 2, 3, 1).reshape(-1, c)
-        codebook = self.codebook.to(flat.dtype)
-        half_sq_norms = 0.5 * codebook.square().sum(1)
-        rows = max(1, _DISTANCE_CHUNK // codebook.shape[0])
-        # argmin |z - e|^2 = argmin (|e|^2 / 2 - z.e), computed in bounded chunks of positions.
-        codes = [(half_sq_norms - chunk @ codebook.T).argmin(1) for chunk in flat.split(rows)]
-        return torch.cat(codes).view(b, h, w)
+        return nearest_rows(flat, self.codebook.to(flat.dtype)).view(b, h, w)
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -129,6 +124,14 @@ class ImageTokenizer(nn.Module):
     def decode_image(self, codes: torch.Tensor) -> Image.Image:
         """The PIL image of one code grid `[h, w]`."""
         return self.to_image(self.decode(codes[None])[0])
+
+
+def nearest_rows(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest row (L2) of `codebook[K, C]` for each row of `vectors[N, C]`."""
+    half_sq_norms = 0.5 * codebook.square().sum(1)
+    rows = max(1, _DISTANCE_CHUNK // codebook.shape[0])
+    # argmin |z - e|^2 = argmin (|e|^2 / 2 - z.e), computed in bounded chunks of rows.
+    return torch.cat([(half_sq_norms - chunk @ codebook.T).argmin(1) for chunk in vectors.split(rows)])
 
 
 def pil_to_pixels(image: Image.Image) -> torch.Tensor:

@@ -49,7 +49,7 @@ from lumina_mgpt.vq.folder import FolderBatches, centre_crop, load_images
 from lumina_mgpt.vq.loading import load_image_tokenizer, save_image_tokenizer
 from lumina_mgpt.vq.patch import ARCHITECTURE as PATCH_PALETTE
 from lumina_mgpt.vq.patch import SHAPES_PALETTE
-from lumina_mgpt.vq.tokenizer import ImageTokenizer
+from lumina_mgpt.vq.tokenizer import ImageTokenizer, nearest_rows
 from lumina_mgpt.world.scene import sample_scene
 
 
@@ -60,9 +60,10 @@ class ModelConfig:
     codebook_size: int = 1024
     # vqmodel
     block_out_channels: tuple[int, ...] = (32, 32, 64, 64)  # one level per entry: factor 2**(n - 1)
-    layers_per_block: int = 1
+    layers_per_block: int = 1  # resnets per encoder level (the decoder has one more); 0: none
     latent_channels: int = 4
     mid_attention: bool = True
+    norm_groups: int = 32  # GroupNorm groups of the encoder and decoder blocks
     # patch-palette (it paints with the shapes world's palette, SHAPES_PALETTE)
     patch_size: int = 8
     encoder_hidden: int = 256
@@ -95,6 +96,7 @@ class ModelConfig:
             "vq_embed_dim": self.code_dim,
             "num_vq_embeddings": self.codebook_size,
             "norm_type": "spatial",
+            "norm_num_groups": self.norm_groups,
             "mid_block_add_attention": self.mid_attention,
         }
 
@@ -107,6 +109,11 @@ class QuantizerConfig:
     dead_usage: float = 0.05  # a code whose EMA count per step falls below this is restarted
     restart_every: int = 100
     restart_on: Literal["random", "worst"] = "random"  # restart on random or on the worst-quantised vectors
+    # steps trained as a plain autoencoder before quantising; at this step the codebook starts from k-means of
+    # the encoder's outputs on `kmeans_batches` batches
+    start: int = 0
+    kmeans_batches: int = 8
+    kmeans_iterations: int = 10
 
 
 @dataclass
@@ -130,7 +137,8 @@ class OptimConfig:
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    l2_weight: float = 0.0  # pixel loss = L1 + l2_weight * MSE
+    l1_weight: float = 1.0  # pixel loss = l1_weight * L1 + l2_weight * MSE
+    l2_weight: float = 0.0
     edge_weight: float = 0.0  # loss weight of pixels near a colour change is 1 + edge_weight
     # "decoder": train only the decoder; the encoder and codebook keep run.init_from's weights, so every code
     # (and a transformer trained on them) stays valid
@@ -217,6 +225,8 @@ class TrainConfig:
             raise LuminaError(f"{source}: quantizer.kind must be 'ema' or 'straight_through'")
         if config.quantizer.restart_on not in ("random", "worst"):
             raise LuminaError(f"{source}: quantizer.restart_on must be 'random' or 'worst'")
+        if config.quantizer.start < 0 or config.quantizer.kmeans_batches < 1:
+            raise LuminaError(f"{source}: quantizer.start must be >= 0 and quantizer.kmeans_batches >= 1")
         if config.model.architecture not in ("vqmodel", PATCH_PALETTE):
             raise LuminaError(f"{source}: model.architecture must be 'vqmodel' or '{PATCH_PALETTE}'")
         return config
@@ -229,9 +239,16 @@ class TrainConfig:
 # Configs for `train-vq --preset` (without a CONFIG): an f8 MoVQ-class VQModel sized for a CPU, and a tiny one.
 PRESETS: dict[str, dict[str, Any]] = {
     "small": {
-        "model": {"block_out_channels": [32, 32, 32, 32], "codebook_size": 1024, "mid_attention": False},
+        "model": {
+            "block_out_channels": [32, 32, 32, 32],
+            "layers_per_block": 0,
+            "norm_groups": 8,
+            "codebook_size": 1024,
+            "mid_attention": False,
+        },
+        "quantizer": {"start": 500},
         "data": {"canvases": [[64, 64], [96, 64], [64, 96]], "batch_size": 8},
-        "optim": {"steps": 900, "lr": 0.002, "warmup": 50, "l2_weight": 1.0},
+        "optim": {"steps": 3000, "lr": 0.002, "warmup": 50, "l1_weight": 0.0, "l2_weight": 1.0},
         "run": {
             "bf16": True,
             "log_every": 25,
@@ -301,11 +318,19 @@ class Codebook:
         self.sums.copy_(state["sums"])
 
     @torch.no_grad()
-    def initialise(self, vectors: torch.Tensor, generator: torch.Generator) -> None:
-        """Start from random encoder outputs (a common k-means-style initialisation)."""
+    def initialise(self, vectors: torch.Tensor, generator: torch.Generator, iterations: int) -> None:
+        """k-means of encoder output `vectors[N, C]`: random picks, then `iterations` Lloyd steps (a code left
+        without vectors keeps its place)."""
         picks = torch.randint(len(vectors), (len(self.weight),), generator=generator, device="cpu")
-        self.weight.copy_(vectors[picks.to(vectors.device)])
+        centres = vectors[picks.to(vectors.device)].float()
+        for _ in range(iterations):
+            codes = nearest_rows(vectors.float(), centres)
+            counts = torch.bincount(codes, minlength=len(centres)).float()
+            sums = torch.zeros_like(centres).index_add_(0, codes, vectors.float())
+            centres = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centres)
+        self.weight.copy_(centres)
         self.sums.copy_(self.weight)
+        self.counts.fill_(1.0)
 
     @torch.no_grad()
     def update(self, vectors: torch.Tensor, codes: torch.Tensor) -> None:
@@ -345,6 +370,25 @@ class Codebook:
         return float(torch.exp(-(p * torch.log(p + 1e-12)).sum()))
 
 
+@torch.no_grad()
+def kmeans_vectors(
+    vq: torch.nn.Module,
+    source: Dataset,
+    step: int,
+    config: TrainConfig,
+    device: torch.device,
+    memory_format: torch.memory_format,
+) -> torch.Tensor:
+    """Encoder outputs `[N, C]` of the batches of steps `step ..` (`quantizer.kmeans_batches` of them): the
+    vectors the codebook's k-means starts from (a pure function of the step, so a resumed run gets the same)."""
+    vectors = []
+    for t in range(step, step + config.quantizer.kmeans_batches):
+        pixels = source[t].to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        latents = vq.encode(pixels.contiguous(memory_format=memory_format)).latents.float()
+        vectors.append(latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1]))
+    return torch.cat(vectors)
+
+
 def edge_weights(target: torch.Tensor, edge_weight: float) -> torch.Tensor:
     """`[B, 1, H, W]`: `1 + edge_weight` for pixels within 2 px of a colour change of `target`, else 1."""
     spread = F.max_pool2d(target, 3, 1, 1) + F.max_pool2d(-target, 3, 1, 1)  # local max - local min
@@ -353,11 +397,13 @@ def edge_weights(target: torch.Tensor, edge_weight: float) -> torch.Tensor:
 
 
 def pixel_loss(recon: torch.Tensor, target: torch.Tensor, optim: OptimConfig) -> torch.Tensor:
-    """L1, with pixels within 2 px of a colour change weighted `1 + edge_weight`, plus `l2_weight` * MSE."""
-    error = (recon - target).abs()
-    if optim.edge_weight:
-        error = error * edge_weights(target, optim.edge_weight)
-    loss = error.mean()
+    """`l1_weight` * L1 (pixels within 2 px of a colour change weighted `1 + edge_weight`) + `l2_weight` * MSE."""
+    loss = recon.new_zeros(())
+    if optim.l1_weight:
+        error = (recon - target).abs()
+        if optim.edge_weight:
+            error = error * edge_weights(target, optim.edge_weight)
+        loss = loss + optim.l1_weight * error.mean()
     return loss + optim.l2_weight * F.mse_loss(recon, target) if optim.l2_weight else loss
 
 
@@ -512,12 +558,17 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
         with autocast, torch.set_grad_enabled(not decoder_only):
             latents = vq.encode(pixels).latents.float()
         vectors = latents.detach().permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
-        if step == 0 and not config.run.init_from:
-            codebook.initialise(vectors, generator)
+        quantising = step >= config.quantizer.start
+        if step == config.quantizer.start and not config.run.init_from:
+            codebook.initialise(
+                kmeans_vectors(vq, source, step, config, device, memory_format),
+                generator,
+                config.quantizer.kmeans_iterations,
+            )
         codes = tokenizer.nearest_codes(latents.detach())
         chosen = vq.quantize.embedding(codes).permute(0, 3, 1, 2)
         commitment = F.mse_loss(latents, chosen.detach())
-        quantised = latents + (chosen - latents).detach()
+        quantised = latents + (chosen - latents).detach() if quantising else latents
         with autocast:
             if painted:
                 logits = vq.logits(quantised).float()
@@ -530,16 +581,17 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
             l1 = F.l1_loss(recon.detach(), pixels)
             batch_psnr = 10 * math.log10(4 / max(F.mse_loss(recon.detach(), pixels).item(), 1e-10))
             reconstruction = pixel_loss(recon, pixels, config.optim)
-        loss = reconstruction + config.quantizer.commitment * commitment
-        if config.quantizer.kind == "straight_through":
+        loss = reconstruction + config.quantizer.commitment * commitment if quantising else reconstruction
+        if config.quantizer.kind == "straight_through" and quantising:
             loss = loss + F.mse_loss(chosen, latents.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
         optimizer.step()
-        codebook.update(vectors, codes.flatten())
+        if quantising:
+            codebook.update(vectors, codes.flatten())
         restarted = 0
-        if (step + 1) % config.quantizer.restart_every == 0:
+        if quantising and (step + 1) % config.quantizer.restart_every == 0:
             errors = None
             if config.quantizer.restart_on == "worst":
                 errors = (latents.detach() - chosen.detach()).square().sum(1).flatten()
@@ -553,7 +605,7 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
                 "loss": loss.item(),
                 "l1": l1.item(),
                 "commitment": commitment.item(),
-                "perplexity": codebook.perplexity(),
+                "perplexity": codebook.perplexity() if quantising else None,  # no codes before start
                 "restarted": restarted,
                 "lr": learning_rate(step, config.optim),
                 "elapsed_s": round(time.time() - started, 1),
@@ -561,7 +613,7 @@ def train(config: TrainConfig, out: str | Path, show_progress: bool = True) -> d
             if not painted:
                 record["psnr"] = round(batch_psnr, 2)
             progress.set_postfix(
-                l1=f"{record['l1']:.4f}", ppl=f"{record['perplexity']:.0f}", psnr=record.get("psnr", "-")
+                l1=f"{record['l1']:.4f}", ppl=f"{record['perplexity'] or 0:.0f}", psnr=record.get("psnr", "-")
             )
             _log(out, record)
         if config.run.eval_every and done % config.run.eval_every == 0 and done < config.optim.steps:
