@@ -239,3 +239,9 @@ def test_reply_count_must_match_the_turns():
     task = _task("captioning")
     with pytest.raises(LuminaError, match="replies"):
         score_task(task, [])
+
+
+@pytest.mark.parametrize("seed", [597, 768, 770])  # four big objects that once left no room to move
+def test_frames_tasks_redraw_a_scene_with_no_room_to_move(seed):
+    task = sample_task("frames", np.random.default_rng(seed), 128, 128)
+    assert score_task(task, _truth_replies(task)).passed

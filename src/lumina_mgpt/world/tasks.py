@@ -287,9 +287,20 @@ def _captioning(rng: np.random.Generator, width: int, height: int, templates_onl
     return _qa("captioning", scene, "Describe the image.", scene_caption(list(scene.objects)))
 
 
+FRAME_SCENE_TRIES = 20  # descriptions drawn for a frames task before giving up
+
+
 def _frames(rng: np.random.Generator, width: int, height: int, templates_only: bool) -> Task:
     n, shift = int(rng.integers(2, 5)), frame_shift(width)
-    description, specs, scene = _description(rng, width, height, templates_only, right_room=(n - 1) * shift)
+    for attempt in range(FRAME_SCENE_TRIES):  # a few scenes of four big objects leave no room to move: redraw
+        try:
+            description, specs, scene = _description(
+                rng, width, height, templates_only, right_room=(n - 1) * shift
+            )
+            break
+        except LuminaError:
+            if attempt == FRAME_SCENE_TRIES - 1:
+                raise
     frames = [scene.with_objects([o.moved(k * shift) for o in scene.objects]) for k in range(n)]
     question = user(FRAMES_PROMPT.format(n=n, W=width, H=height, description=description))
     answer = assistant(IMAGE * n, [render(f) for f in frames])
