@@ -8,6 +8,10 @@ stepping next, so a busy machine slows them alike. Every `--eval-every` training
 same held-out samples (another seed of the same mix): cross-entropy per target token, overall and per task.
 
     nice -n 5 python bench/shape_study.py --out runs/shape-study [--seconds 420] [--shapes 128x4,256x6,...]
+        [--threads 2] [--reference MODEL_FOLDER]
+
+`--reference` scores a trained model (e.g. the shipped one, with a config of its tokenizer) on the same held-out
+samples, a line to read the curves against.
 
 Writes OUT/results.json (rewritten atomically after every eval) and OUT/curves.png; the last line is the shape
 with the lowest held-out loss at the end.
@@ -24,6 +28,7 @@ from pathlib import Path
 import torch
 
 from lumina_mgpt.data.batch import collate, micro_batches
+from lumina_mgpt.model.checkpoint import load_transformer
 from lumina_mgpt.train.config import load_config
 from lumina_mgpt.train.distributed import init_distributed
 from lumina_mgpt.train.losses import lm_losses
@@ -42,6 +47,24 @@ def model_fields(shape: str) -> dict[str, int]:
         "num_attention_heads": max(1, hidden // 64),
         "intermediate_size": 32 * round(2.75 * hidden / 32),
     }
+
+
+@torch.no_grad()
+def held_out_losses(model, held_out: list, device: torch.device) -> dict:
+    """Cross-entropy per target token of `model` on `held_out`: {"loss": overall, "tasks": {task: loss}}."""
+    sums, counts = defaultdict(float), defaultdict(int)
+    by_task = defaultdict(list)
+    for sample in held_out:
+        by_task[sample.task].append(sample)
+    for task, samples in by_task.items():
+        for group in micro_batches(samples, 8):
+            ids, labels = collate(group)
+            logits = model(ids.to(device))
+            total, _ = lm_losses(logits, labels.to(device), 1)
+            sums[task] += float(total)
+            counts[task] += int((labels[:, 1:] != -100).sum())
+    per_task = {task: sums[task] / counts[task] for task in sorted(sums)}
+    return {"loss": sum(sums.values()) / sum(counts.values()), "tasks": per_task}
 
 
 class Curve:
@@ -67,25 +90,10 @@ class Curve:
         self.steps, self.tokens = self.steps + 1, self.tokens + tokens
         return scalars["loss"]
 
-    @torch.no_grad()
     def evaluate(self, held_out: list) -> None:
-        """Cross-entropy per target token on `held_out`, overall and per task, as a point of the curve."""
-        sums, counts = defaultdict(float), defaultdict(int)
-        by_task = defaultdict(list)
-        for sample in held_out:
-            by_task[sample.task].append(sample)
-        for task, samples in by_task.items():
-            for group in micro_batches(samples, 8):
-                ids, labels = collate(group)
-                logits = self.model(ids.to(self.runtime.device))
-                total, _ = lm_losses(logits, labels.to(self.runtime.device), 1)
-                sums[task] += float(total)
-                counts[task] += int((labels[:, 1:] != -100).sum())
-        per_task = {task: sums[task] / counts[task] for task in sorted(sums)}
-        overall = sum(sums.values()) / sum(counts.values())
-        self.points.append(
-            {"seconds": round(self.seconds, 1), "steps": self.steps, "loss": overall, "tasks": per_task}
-        )
+        """The held-out losses (`held_out_losses`) as a point of the curve."""
+        losses = held_out_losses(self.model, held_out, self.runtime.device)
+        self.points.append({"seconds": round(self.seconds, 1), "steps": self.steps, **losses})
 
     def summary(self) -> dict:
         return {
@@ -98,14 +106,15 @@ class Curve:
         }
 
 
-def write_results(out: Path, args, curves: list[Curve]) -> None:
+def write_results(out: Path, args, curves: list[Curve], reference: dict | None) -> None:
     results = {"settings": vars(args) | {"out": str(args.out)}, "curves": [c.summary() for c in curves]}
+    results["reference"] = reference
     tmp = out / ".results.json.tmp"
     tmp.write_text(json.dumps(results, indent=1) + "\n")
     os.replace(tmp, out / "results.json")
 
 
-def plot(out: Path, curves: list[Curve]) -> None:
+def plot(out: Path, curves: list[Curve], reference: dict | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,7 +129,9 @@ def plot(out: Path, curves: list[Curve]) -> None:
             marker="o",
             label=f"{curve.shape} ({curve.parameters / 1e6:.1f}M)",
         )
-    axis.set_xlabel("training minutes (1 CPU thread)")
+    if reference is not None:
+        axis.axhline(reference["loss"], color="grey", linestyle="--", label=Path(reference["model"]).name)
+    axis.set_xlabel("training minutes")
     axis.set_ylabel("held-out cross-entropy per target token")
     axis.legend()
     figure.tight_layout()
@@ -140,9 +151,14 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=160, help="held-out samples")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--reference",
+        help="a trained model folder scored on the same held-out samples (the config's tokenizer)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     runtime = init_distributed("cpu")
     config = dataclasses.replace(load_config(args.config), global_batch_size=args.batch)
     names = [s.name for s in config.stages]
@@ -156,6 +172,12 @@ def main() -> None:
     held_out = held_out[: args.held_out]
     print(f"stage {names[index]}: {len(held_out)} held-out samples, shapes {args.shapes}")
 
+    reference = None
+    if args.reference:
+        model = load_transformer(args.reference, device=runtime.device)
+        reference = {"model": args.reference, **held_out_losses(model, held_out, runtime.device)}
+        print(f"reference {args.reference}: held-out {reference['loss']:.3f}")
+        del model
     curves = [Curve(shape, config, runtime, args.lr, args.warmup) for shape in args.shapes.split(",")]
     for curve in curves:
         curve.evaluate(held_out)
@@ -171,9 +193,9 @@ def main() -> None:
                 f"{curve.shape:>7} {point['seconds']:>6.0f} s {point['steps']:>5} steps  train {loss:.3f}  "
                 f"held-out {point['loss']:.3f}"
             )
-            write_results(args.out, args, curves)
-    write_results(args.out, args, curves)
-    plot(args.out, curves)
+            write_results(args.out, args, curves, reference)
+    write_results(args.out, args, curves, reference)
+    plot(args.out, curves, reference)
     for curve in sorted(curves, key=lambda c: c.points[-1]["loss"]):
         print(
             f"{curve.shape:>7} {curve.parameters / 1e6:5.2f}M  {curve.summary()['tokens_per_s']:>6} tok/s  "

@@ -49,7 +49,7 @@ def world_texts():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return build_text_tokenizer(world_texts(), 1024, 64, 8)
+    return build_text_tokenizer(world_texts(), 1024, 64, 8, number_tokens=257)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,19 @@ def test_bpe_round_trips_every_caption(tokenizer):
     )  # merges learned
 
 
+def test_every_pixel_coordinate_is_one_token_wherever_it_stands(tokenizer):
+    ids = {n: tokenizer.encode(str(n)) for n in range(8 * 32 + 1)}
+    assert all(len(i) == 1 for i in ids.values())
+    assert len({i[0] for i in ids.values()}) == 257
+    box = "12,145,142,256"
+    comma = tokenizer.encode(",")
+    assert tokenizer.encode(box) == ids[12] + comma + ids[145] + comma + ids[142] + comma + ids[256]
+    assert tokenizer.encode(f"Generate an image of 160x96 {box}")[-7:] == tokenizer.encode(box)
+    assert tokenizer.encode("x1420y") == tokenizer.encode("x") + ids[142] + ids[0] + tokenizer.encode("y")
+    assert tokenizer.encode("3000") == ids[30] + ids[0] + ids[0]  # longest numbers first, left to right
+    assert tokenizer.decode(tokenizer.encode(f"a {box}.")) == f"a {box}."
+
+
 def test_bpe_vocabulary_layout(tokenizer):
     assert tokenizer.vocab_size == 1024
     assert [tokenizer.token_to_id(t) for t in ("<s>", "<pad>", "</s>", "<|image|>")] == [0, 1, 2, 3]
@@ -78,6 +91,8 @@ def test_bpe_vocabulary_layout(tokenizer):
 def test_bpe_builder_errors():
     with pytest.raises(LuminaError, match="vocab_size 300 is too small"):
         build_text_tokenizer(["abc"], 300, 64, 8)
+    with pytest.raises(LuminaError, match="and 247 numbers need at least 583"):
+        build_text_tokenizer(["abc"], 582, 64, 8, number_tokens=257)
     with pytest.raises(LuminaError, match=r"max_size_units must lie in 1\.\.128"):
         build_text_tokenizer(["abc"], 1000, 64, 129)
 

@@ -23,6 +23,7 @@ IMAGE_END = "<eoss>"
 END_OF_LINE = "<reserved08799>"
 TURN_SEP = "<reserved08706>"
 MAX_SIZE_UNITS = 128  # size tokens n = 1..128, i.e. sides up to 4096 px
+SIZE_UNIT_PX = 32  # pixels of one size unit
 TOKENIZER_FILE_NAMES = ("tokenizer.json", "text_tokenizer.json")
 
 Kind = Literal["v1", "v2", "ours"]
@@ -69,7 +70,7 @@ class TokenLayout:
     latent_factor: int
     image_token_ids: torch.Tensor = field(repr=False)
     size_token_ids: torch.Tensor = field(repr=False)
-    size_unit_px: int = 32
+    size_unit_px: int = SIZE_UNIT_PX
     code_of_id: torch.Tensor = field(init=False, repr=False)
     size_of_id: torch.Tensor = field(init=False, repr=False)
 

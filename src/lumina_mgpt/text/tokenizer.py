@@ -88,14 +88,17 @@ def build_text_tokenizer(
     vocab_size: int,
     codebook_size: int,
     max_size_units: int,
+    number_tokens: int = 0,
     min_frequency: int = 2,
 ) -> TextTokenizer:
     """Train a byte-level BPE for the project's own models (kind "ours"); exactly `vocab_size` tokens.
 
     Ids 0.. hold the special tokens of `ours_special_tokens` (BOS `<s>` = 0), then the 256 byte tokens
-    and the learned merges. If the texts support fewer merges, `<unused{i}>` tokens fill the vocabulary
-    up to `vocab_size`, so the model's vocabulary size is what was asked. Byte-level, so every string
-    round-trips exactly.
+    and the learned merges. Every whole number below `number_tokens` is one token, the same one wherever
+    it stands (the BPE learns no merges of digits then); a longer number splits into such numbers, longest
+    first from the left. If the texts support
+    fewer merges, `<unused{i}>` tokens fill the vocabulary up to `vocab_size`, so the model's vocabulary
+    size is what was asked. Byte-level, so every string round-trips exactly.
     """
     if not 1 <= max_size_units <= MAX_SIZE_UNITS:
         raise LuminaError(f"max_size_units must lie in 1..{MAX_SIZE_UNITS}, got {max_size_units}")
@@ -103,22 +106,29 @@ def build_text_tokenizer(
         raise LuminaError(f"codebook_size must be positive, got {codebook_size}")
     specials = ours_special_tokens(codebook_size, max_size_units)
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    if vocab_size < len(specials) + len(alphabet):
+    numbers = [str(n) for n in range(10, number_tokens)]  # 0-9 are byte tokens
+    least = len(specials) + len(alphabet) + len(numbers)
+    if vocab_size < least:
         raise LuminaError(
-            f"vocab_size {vocab_size} is too small: {len(specials)} special and image tokens plus "
-            f"{len(alphabet)} byte tokens need at least {len(specials) + len(alphabet)}"
+            f"vocab_size {vocab_size} is too small: {len(specials)} special and image tokens, "
+            f"{len(alphabet)} byte tokens and {len(numbers)} numbers need at least {least}"
         )
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if number_tokens:
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), tokenizer.pre_tokenizer]
+        )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size - len(numbers),
         min_frequency=min_frequency,
         special_tokens=specials,
         initial_alphabet=alphabet,
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.add_tokens(numbers)
     missing = vocab_size - tokenizer.get_vocab_size(with_added_tokens=True)
     tokenizer.add_special_tokens([f"<unused{i}>" for i in range(missing)])
     return TextTokenizer(tokenizer, {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"})

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from lumina_mgpt.text import IMAGE_PLACEHOLDER, TextTokenizer, build_text_tokenizer
+from lumina_mgpt.vocab import SIZE_UNIT_PX
 from lumina_mgpt.world.tasks import TASK_KINDS, sample_task
 
 CANVASES = ((128, 128), (160, 96), (96, 160), (96, 96), (128, 96), (96, 128))
@@ -27,5 +28,8 @@ def world_texts(n_samples: int, seed: int = 0) -> Iterator[str]:
 def train_world_tokenizer(
     vocab_size: int, codebook_size: int, max_size_units: int, n_samples: int = 20000, seed: int = 0
 ) -> TextTokenizer:
-    """A byte-level BPE of `vocab_size` tokens (image codes and special tokens included) for the world."""
-    return build_text_tokenizer(world_texts(n_samples, seed), vocab_size, codebook_size, max_size_units)
+    """A byte-level BPE of `vocab_size` tokens (image codes and special tokens included) for the world; every
+    pixel coordinate of the largest image (0 to `max_size_units` * 32, both edges of a box) is one token."""
+    coordinates = max_size_units * SIZE_UNIT_PX + 1
+    texts = world_texts(n_samples, seed)
+    return build_text_tokenizer(texts, vocab_size, codebook_size, max_size_units, coordinates)
