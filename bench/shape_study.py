@@ -72,7 +72,9 @@ class Curve:
 
     def __init__(self, shape: str, config, runtime, lr: float, warmup: int) -> None:
         self.shape, self.runtime, self.lr, self.warmup = shape, runtime, lr, warmup
-        self.config = dataclasses.replace(config, model={**config.model, **model_fields(shape)}, dropout=0.0)
+        self.config = dataclasses.replace(
+            config, model={**(config.model or {}), **model_fields(shape)}, dropout=0.0
+        )
         self.model = build_model(self.config, None, runtime, bf16=False, activation_checkpointing=False)
         self.parameters = sum(p.numel() for p in self.model.parameters())
         self.optimizer = torch.optim.AdamW(

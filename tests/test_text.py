@@ -80,6 +80,20 @@ def test_every_pixel_coordinate_is_one_token_wherever_it_stands(tokenizer):
     assert tokenizer.decode(tokenizer.encode(f"a {box}.")) == f"a {box}."
 
 
+def test_with_numbers_adds_the_missing_numbers_after_the_last_id():
+    plain = build_text_tokenizer(world_texts(), 1024, 64, 8)
+    assert len(plain.encode("145")) > 1  # the BPE alone has no token for it
+    extended = plain.with_numbers(257)
+    vocabulary = plain.tokenizer.get_vocab()
+    assert {t: extended.token_to_id(t) for t in vocabulary} == vocabulary
+    added = {n: extended.encode(str(n)) for n in range(257) if str(n) not in vocabulary}
+    assert sorted(i for ids in added.values() for i in ids) == list(range(1024, extended.vocab_size))
+    assert all(len(extended.encode(str(n))) == 1 for n in range(257))
+    assert extended.with_numbers(257).tokenizer.to_str() == extended.tokenizer.to_str()
+    text = "Detect: the red star. 12,145,142,256"
+    assert extended.decode(extended.encode(text)) == text
+
+
 def test_bpe_vocabulary_layout(tokenizer):
     assert tokenizer.vocab_size == 1024
     assert [tokenizer.token_to_id(t) for t in ("<s>", "<pad>", "</s>", "<|image|>")] == [0, 1, 2, 3]

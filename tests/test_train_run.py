@@ -428,3 +428,42 @@ def test_an_export_carries_the_base_models_tokenizers_and_sampling_preset(tmp_pa
         load_file(folder / "vq" / "model.safetensors").keys()
         == load_file(base / "vq" / "model.safetensors").keys()
     )
+
+
+def test_a_run_grows_its_base_models_vocabulary_into_an_extended_tokenizer(tmp_path):
+    import torch.distributed as dist
+
+    from lumina_mgpt.text import TextTokenizer
+    from lumina_mgpt.train.config import load_config
+    from lumina_mgpt.train.trainer import train
+
+    base = tmp_path / "base"
+    start = tiny_model(base)
+    tiny_text_tokenizer(base)
+    extended = TextTokenizer.from_folder(base).with_numbers(257)
+    extended.save(tmp_path / "extended")
+    assert extended.vocab_size > 600 and extended.encode("145") != TextTokenizer.from_folder(base).encode(
+        "145"
+    )
+    write_synthetic_shards(tmp_path / "shards")
+    stage = dict(name="s", steps=1, lr=0.0, area=64, data=dict(shards=[str(tmp_path / "shards")]))
+    plain = write_config(tmp_path / "plain.yaml", tokenizer=str(tmp_path / "extended"), stages=[stage])
+    with pytest.raises(LuminaError, match=r"smaller than the tokenizer.s .* set grow_vocabulary: true"):
+        try:
+            train(load_config(plain, init_from=str(base)), tmp_path / "refused")
+        finally:
+            dist.destroy_process_group()
+    grow = write_config(
+        tmp_path / "grow.yaml", tokenizer=str(tmp_path / "extended"), grow_vocabulary=True, stages=[stage]
+    )
+    try:
+        folder = train(load_config(grow, init_from=str(base)), tmp_path / "out")
+    finally:
+        dist.destroy_process_group()
+    grown = load_transformer(folder)
+    assert grown.config.vocab_size == extended.vocab_size
+    assert (folder / "tokenizer.json").read_bytes() == (tmp_path / "extended" / "tokenizer.json").read_bytes()
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        old, new = start.state_dict()[name], grown.state_dict()[name]
+        assert torch.equal(new[:600], old)  # lr 0: every existing token keeps its rows
+        assert torch.allclose(new[600:], old.mean(0).expand(extended.vocab_size - 600, -1))

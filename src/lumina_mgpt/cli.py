@@ -13,7 +13,7 @@ from lumina_mgpt.serve.cli import serve
 from lumina_mgpt.train.cli import train
 from lumina_mgpt.train.finetune_cli import finetune
 from lumina_mgpt.vq.cli import reconstruct, train_vq
-from lumina_mgpt.world.cli import evaluate, train_tokenizer
+from lumina_mgpt.world.cli import evaluate, extend_tokenizer, train_tokenizer
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -47,6 +47,7 @@ for name, command in [
     ("finetune", finetune),
     ("train-vq", train_vq),
     ("train-tokenizer", train_tokenizer),
+    ("extend-tokenizer", extend_tokenizer),
     ("serve", serve),
     ("download", download),
 ]:

@@ -263,6 +263,19 @@ class ChameleonTransformer(nn.Module):
         return self.lm_head(hidden).float()
 
     @torch.no_grad()
+    def grow_vocabulary(self, vocab_size: int) -> None:
+        """Add embedding and head rows up to `vocab_size` tokens (those an extended tokenizer added after the
+        model's): each new row is the mean of the existing rows of its matrix, so a new token starts as an
+        average one, and every existing token keeps its rows."""
+        old = self.config.vocab_size
+        embedding, head = self.model.embed_tokens, self.lm_head
+        for module, name in ((embedding, "num_embeddings"), (head, "out_features")):
+            rows = module.weight.mean(0, keepdim=True).expand(vocab_size - old, -1)
+            module.weight = nn.Parameter(torch.cat([module.weight, rows]))
+            setattr(module, name, vocab_size)
+        self.config.vocab_size = vocab_size
+
+    @torch.no_grad()
     def init_weights(self) -> None:
         """Random initialisation (normal(0, initializer_range) linears and embeddings, unit norms), e.g. after
         building on the meta device and `to_empty`."""

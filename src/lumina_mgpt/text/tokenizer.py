@@ -65,6 +65,14 @@ class TextTokenizer:
             raise LuminaError(f"token {token} is not in the tokenizer's vocabulary")
         return token_id
 
+    def with_numbers(self, number_tokens: int) -> "TextTokenizer":
+        """A copy in which every whole number below `number_tokens` is one token: the numbers it lacks get ids
+        after its last one and every existing token keeps its id, so a model of this tokenizer can grow into
+        the copy (`ChameleonTransformer.grow_vocabulary`)."""
+        tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
+        tokenizer.add_tokens(whole_numbers(number_tokens))
+        return TextTokenizer(tokenizer, self.special_tokens)
+
     def save(self, folder: str | Path) -> Path:
         """Write `tokenizer.json` (and `tokenizer_config.json` when special names are known); return the json path."""
         folder = Path(folder)
@@ -74,6 +82,11 @@ class TextTokenizer:
             config = {"tokenizer_class": "PreTrainedTokenizerFast", **self.special_tokens}
             (folder / _CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         return folder / "tokenizer.json"
+
+
+def whole_numbers(number_tokens: int) -> list[str]:
+    """The numbers 10 .. `number_tokens` - 1 as text (0-9 are byte tokens already)."""
+    return [str(n) for n in range(10, number_tokens)]
 
 
 def ours_special_tokens(codebook_size: int, max_size_units: int) -> list[str]:
@@ -106,7 +119,7 @@ def build_text_tokenizer(
         raise LuminaError(f"codebook_size must be positive, got {codebook_size}")
     specials = ours_special_tokens(codebook_size, max_size_units)
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    numbers = [str(n) for n in range(10, number_tokens)]  # 0-9 are byte tokens
+    numbers = whole_numbers(number_tokens)
     least = len(specials) + len(alphabet) + len(numbers)
     if vocab_size < least:
         raise LuminaError(

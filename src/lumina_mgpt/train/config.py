@@ -5,6 +5,8 @@ seed: 0
 model: {vocab_size: 1024, hidden_size: 64, ...}   # ChameleonConfig fields of a from-scratch model, or:
 init_from: path/or/repo                             # any checkpoint load_transformer reads (--init-from wins)
 tokenizer: path/to/tokenizer/folder                 # copied into the export; the world source encodes with it
+grow_vocabulary: false                              # true: init_from's embedding and head gain rows for the
+                                                    #   tokens the tokenizer has beyond its vocab_size
 layout: ours                                        # TokenLayout kind of that tokenizer
 image_tokenizer: path/to/vq                         # the world source's image tokenizer; copied into the export
 data_workers: 8                                     # processes making world samples ahead of the GPU
@@ -112,6 +114,7 @@ class TrainConfig:
     model: dict[str, Any] | None = None
     init_from: str | None = None
     tokenizer: str | None = None
+    grow_vocabulary: bool = False  # init_from's vocabulary grows to the tokenizer's (new tokens: mean rows)
     layout: str = "ours"
     image_tokenizer: str | None = None
     dropout: float | None = None

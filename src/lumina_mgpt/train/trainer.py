@@ -279,6 +279,8 @@ def build_model(
     if runtime.is_main:
         if init_from is not None:
             full = load_transformer(init_from, dtype=torch.float32, device="cpu")
+            if vocab is not None and full.config.vocab_size < vocab and config.grow_vocabulary:
+                full.grow_vocabulary(vocab)
         else:
             torch.manual_seed(config.seed)
             fields = {"vocab_size": vocab, **config.model} if vocab is not None else config.model
@@ -292,7 +294,7 @@ def build_model(
     if vocab is not None and model_config.vocab_size < vocab:
         raise LuminaError(
             f"the model's vocab_size {model_config.vocab_size} is smaller than the tokenizer's "
-            f"{vocab} tokens ({config.tokenizer})"
+            f"{vocab} tokens ({config.tokenizer}); set grow_vocabulary: true to add rows for the new tokens"
         )
     if config.dropout is not None:
         model_config.dropout = config.dropout

@@ -171,3 +171,20 @@ def train_tokenizer(
     tokenizer = train_world_tokenizer(vocab_size, codebook, max_size_units, samples, seed)
     tokenizer.save(out)
     typer.echo(f"{tokenizer.vocab_size} tokens ({codebook} image codes) -> {out / 'tokenizer.json'}")
+
+
+def extend_tokenizer(
+    tokenizer: Annotated[str, typer.Argument(help="Tokenizer folder to extend (e.g. a model folder).")],
+    out: Annotated[Path, typer.Option(help="Folder to write the extended tokenizer.json into.")],
+    max_size_units: Annotated[int, typer.Option(help="Largest image side, in 32-pixel units.")] = 8,
+) -> None:
+    """Give every pixel coordinate (0 to the largest side) one token, keeping every existing id; a model of the
+    old tokenizer trains on the new one with `grow_vocabulary: true`."""
+    from lumina_mgpt.text import TextTokenizer
+    from lumina_mgpt.vocab import SIZE_UNIT_PX
+
+    check_output_folder(out)
+    old = TextTokenizer.from_folder(tokenizer)
+    new = old.with_numbers(max_size_units * SIZE_UNIT_PX + 1)
+    new.save(out)
+    typer.echo(f"{old.vocab_size} -> {new.vocab_size} tokens -> {out / 'tokenizer.json'}")
