@@ -159,6 +159,7 @@ def test_mistakes_are_named(tmp_path, data, message):
         ({**BASE, "model": {"vocab_size": 8, "hidden_sizee": 32}}, "model: unknown key 'hidden_sizee'"),
         ({**BASE, "model": 5}, "model must be a mapping of strings to values, got 5"),
         ({**BASE, "init_from": "org/model"}, "give either 'model' or 'init_from', not both"),
+        ({**BASE, "grow_vocabulary": True}, "grow_vocabulary grows init_from's vocabulary: give 'init_from'"),
         ({**BASE, "bf16": "yes"}, "bf16 must be true or false or 'auto', got 'yes'"),
         (
             {**BASE, "activation_checkpointing": "maybe"},

@@ -109,9 +109,8 @@ def build_text_tokenizer(
     Ids 0.. hold the special tokens of `ours_special_tokens` (BOS `<s>` = 0), then the 256 byte tokens
     and the learned merges. Every whole number below `number_tokens` is one token, the same one wherever
     it stands (the BPE learns no merges of digits then); a longer number splits into such numbers, longest
-    first from the left. If the texts support
-    fewer merges, `<unused{i}>` tokens fill the vocabulary up to `vocab_size`, so the model's vocabulary
-    size is what was asked. Byte-level, so every string round-trips exactly.
+    first from the left. If the texts support fewer merges, `<unused{i}>` tokens fill the vocabulary up to
+    `vocab_size`, so the model's vocabulary size is what was asked. Byte-level, so every string round-trips exactly.
     """
     if not 1 <= max_size_units <= MAX_SIZE_UNITS:
         raise LuminaError(f"max_size_units must lie in 1..{MAX_SIZE_UNITS}, got {max_size_units}")

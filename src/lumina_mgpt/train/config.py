@@ -303,6 +303,8 @@ def _check(config: TrainConfig, source: str) -> None:
         raise LuminaError(f"{source}: give 'model' (a from-scratch ChameleonConfig) or 'init_from'")
     if config.model is not None and config.init_from is not None:
         raise LuminaError(f"{source}: give either 'model' or 'init_from', not both")
+    if config.grow_vocabulary and config.init_from is None:
+        raise LuminaError(f"{source}: grow_vocabulary grows init_from's vocabulary: give 'init_from'")
     from lumina_mgpt.model.config import ChameleonConfig  # imports torch: not at `lumina-mgpt --help`
 
     fields = sorted(f.name for f in dataclasses.fields(ChameleonConfig) if f.name not in ("extra", "_source"))

@@ -181,10 +181,10 @@ def extend_tokenizer(
     """Give every pixel coordinate (0 to the largest side) one token, keeping every existing id; a model of the
     old tokenizer trains on the new one with `grow_vocabulary: true`."""
     from lumina_mgpt.text import TextTokenizer
-    from lumina_mgpt.vocab import SIZE_UNIT_PX
+    from lumina_mgpt.world.corpus import coordinate_tokens
 
     check_output_folder(out)
     old = TextTokenizer.from_folder(tokenizer)
-    new = old.with_numbers(max_size_units * SIZE_UNIT_PX + 1)
+    new = old.with_numbers(coordinate_tokens(max_size_units))
     new.save(out)
     typer.echo(f"{old.vocab_size} -> {new.vocab_size} tokens -> {out / 'tokenizer.json'}")

@@ -25,11 +25,18 @@ def world_texts(n_samples: int, seed: int = 0) -> Iterator[str]:
                     yield part
 
 
+def coordinate_tokens(max_size_units: int) -> int:
+    """How many whole numbers are one token each: every pixel coordinate of the largest image, 0 to its side
+    (both edges of a box)."""
+    return max_size_units * SIZE_UNIT_PX + 1
+
+
 def train_world_tokenizer(
     vocab_size: int, codebook_size: int, max_size_units: int, n_samples: int = 20000, seed: int = 0
 ) -> TextTokenizer:
-    """A byte-level BPE of `vocab_size` tokens (image codes and special tokens included) for the world; every
-    pixel coordinate of the largest image (0 to `max_size_units` * 32, both edges of a box) is one token."""
-    coordinates = max_size_units * SIZE_UNIT_PX + 1
+    """A byte-level BPE of `vocab_size` tokens (image codes and special tokens included) for the world, with
+    one token per pixel coordinate (`coordinate_tokens`)."""
     texts = world_texts(n_samples, seed)
-    return build_text_tokenizer(texts, vocab_size, codebook_size, max_size_units, coordinates)
+    return build_text_tokenizer(
+        texts, vocab_size, codebook_size, max_size_units, coordinate_tokens(max_size_units)
+    )
