@@ -1,6 +1,6 @@
 """The shipped shapes-world tokenizer: held-out scenes and maps survive encode -> decode, with tidy codes.
 
-50 held-out scenes per canvas here, to stay fast (configs/vq/shapes-patch-finetune.yaml has figures on 200).
+200 held-out scenes per canvas: at 50 the 99 % target would allow no miss at all (one scene is 2 %).
 """
 
 import numpy as np
@@ -16,12 +16,13 @@ from lumina_mgpt.world.detect import detect
 from lumina_mgpt.world.render import edge_map, render, segmentation_map
 from lumina_mgpt.world.score import map_score, scene_masks
 
-SCENES_PER_CANVAS = 50
+SCENES_PER_CANVAS = 200
 TEST_SEED = 20_240_917  # not the training stream (seeded by step) nor the training-time evaluation seed
 CANVASES = [(128, 128), (160, 96), (96, 160)]
 TARGET = 0.99  # issue 4: the detector finds the same objects on >= 99% of held-out scenes
-# Measured on 200 scenes per canvas (configs/vq/shapes-patch-finetune.yaml): this seed 99.5% / 100% / 100%,
-# the training-time eval seed 100% / 98.5% / 99.5%; pooled over both, >= 99.25% on every canvas.
+# Measured on 200 scenes per canvas, the decoder retrained on panels (configs/vq/shapes-patch-panels.yaml): this
+# seed 99.0% / 99.5% / 100%, the training-time eval seed 99.5% / 98.5% / 99.5% (the decoder before it: 99.5% /
+# 100% / 100% and 100% / 98.5% / 99.5%); pooled over both, >= 99.0% on every canvas.
 MAP_FLOOR = {"segmentation map": 0.95, "edge map": 0.95}  # mean mIoU / edge F1 (WORLD.md passes at 0.75)
 
 
