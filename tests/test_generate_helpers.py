@@ -128,10 +128,13 @@ def ours_folder(folder: Path, codebook: int = 32, max_units: int = 8, seed: int 
 
 def image_replies_folder(folder: Path) -> Path:
     """`ours_folder` whose model favours the image start token wherever it is allowed, so chat replies are
-    images (deterministic); text-to-image is unaffected (no image start inside a grid)."""
+    images (deterministic); text-to-image is unaffected (no image start inside a grid). Chats that hold an
+    image sample image tokens at temperature 0.5 (`sampling.json`), so a surface that misses the preset's
+    `chat_with_images` answers differently from the pipeline."""
     from lumina_mgpt.pipeline import LuminaMGPTPipeline
 
     ours_folder(folder)
+    (folder / "sampling.json").write_text('{"chat_with_images": {"temperature": 0.5}}')
     pipe = LuminaMGPTPipeline.from_pretrained(folder)
     favour_token(pipe.transformer, pipe.layout.image_start_id)
     save_transformer(pipe.transformer, folder)

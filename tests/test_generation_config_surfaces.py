@@ -8,12 +8,14 @@ resolves are read where they all meet, `LuminaMGPTPipeline.generation_config` (r
 whose result is then decoded as usual).
 """
 
+import json
 from dataclasses import replace
 
 import gradio as gr
 import pytest
 import typer
 from fastapi.testclient import TestClient
+from PIL import Image
 from test_generate_helpers import one_thread, ours_folder
 from typer.testing import CliRunner
 
@@ -23,6 +25,7 @@ from lumina_mgpt.generate.config import OPTIONS, GenerationConfig, option, optio
 from lumina_mgpt.pipeline import LuminaMGPTPipeline
 from lumina_mgpt.serve import ui
 from lumina_mgpt.serve.app import create_app
+from lumina_mgpt.serve.media import png_data_url
 from lumina_mgpt.serve.schemas import CHAT_NAMES, ChatCompletionRequest, ImageGenerationRequest
 
 runner = CliRunner()
@@ -84,8 +87,8 @@ def resolved(monkeypatch):
     seen = []
     real = LuminaMGPTPipeline.generation_config
 
-    def record(self, use, config=None, **options):
-        seen.append(real(self, use, config, **options))
+    def record(self, use, config=None, *, with_images=False, **options):
+        seen.append(real(self, use, config, with_images=with_images, **options))
         return seen[-1]
 
     monkeypatch.setattr(LuminaMGPTPipeline, "generation_config", record)
@@ -277,3 +280,58 @@ def test_best_of_refuses_previews_in_one_line(pipe, client):
         pipe(PROMPT, *SIZE, best_of=2, on_preview=print, preview_rows=1, progress=False)
     reply = http_call(client, "t2i", {"best_of": 2, "stream": True})
     assert reply.status_code == 400 and "use it with best_of 1" in reply.json()["error"]["message"]
+
+
+def test_a_chat_that_holds_an_image_defaults_to_the_presets_chat_with_images_on_every_surface(
+    tmp_path, resolved
+):
+    """`sampling.json`'s "chat_with_images" (a number, a choice and a true/false option here) is the default of
+    a chat holding an image in Python, the CLI and HTTP; the UI shows those options empty, naming both
+    defaults, and sends nothing for them, so the server picks by the conversation."""
+    per_kind = {"temperature": 0.5, "speculative": "exact", "coupling": False}
+    folder = ours_folder(tmp_path / "model", max_position_embeddings=160)
+    (folder / "sampling.json").write_text(json.dumps({"chat_with_images": per_kind}))
+    pipe = LuminaMGPTPipeline.from_pretrained(folder)
+    chat, with_images = pipe.preset.chat, pipe.preset.chat_with_images
+    assert with_images == replace(chat, **per_kind) != chat
+    scene = Image.new("RGB", SIZE, (200, 40, 40))
+    scene.save(tmp_path / "scene.png")
+    with gr.Blocks():
+        controls = ui.option_controls("chat", chat, "chat", with_images)
+    assert {name for name, control in controls.items() if control.value is None} == set(per_kind)
+    assert controls["temperature"].label.endswith("1.0 for a chat of text alone, 0.5 for one with an image.")
+    untouched = ui.request_options("chat", tuple(control.value for control in controls.values()))
+    assert not set(untouched) & set(http_fields("chat", per_kind))
+    assert ui.request_options("chat", tuple("false" if n == "coupling" else None for n in controls)) == {
+        "coupling": False
+    }
+    image_part = {"type": "image_url", "image_url": {"url": png_data_url(scene)}}
+    cli_args = ["chat", TEXT, "--model", str(folder), "--size", "32x32", "--max-new-tokens", "8"]
+    cli_args += ["--out", str(tmp_path / "out")]
+    surfaces = {
+        "python": lambda images: pipe.chat(
+            [{"role": "user", "content": TEXT, "images": images}], *SIZE, seed=0, max_new_tokens=8
+        ),
+        "cli": lambda images: runner.invoke(
+            cli_app,
+            [*cli_args, *(["--image", str(tmp_path / "scene.png")] if images else [])],
+        ),
+        "http (the UI's fields)": lambda images: client.post(
+            "/v1/chat/completions",
+            json={
+                "messages": [{"role": "user", "content": [{"type": "text", "text": TEXT}, *images]}],
+                "size": "32x32",
+                "seed": 0,
+            }
+            | untouched
+            | {"max_tokens": 8},
+        ),
+    }
+    with TestClient(create_app(pipe, ui=False)) as client:
+        for surface, call in surfaces.items():
+            for images, expected in (([], chat), ([image_part if "http" in surface else scene], with_images)):
+                resolved.clear()
+                result = call(images)
+                assert getattr(result, "exit_code", 0) == 0, result.output
+                assert getattr(result, "status_code", 200) == 200, result.text
+                assert resolved[-1] == replace(expected, max_new_tokens=8), (surface, bool(images))

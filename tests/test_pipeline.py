@@ -75,6 +75,49 @@ def test_sampling_json_sets_the_default_speculative_mode_and_calls_can_turn_it_o
         LuminaMGPTPipeline.from_pretrained(fast)
 
 
+def test_a_chat_that_holds_an_image_samples_with_the_presets_chat_with_images(folder, tmp_path):
+    """`sampling.json`'s "chat_with_images" section (on top of "chat") is the default of a chat that holds an
+    image or an image prefix; text-only chats keep "chat"'s. In one `chat_many` call each chat gets the reply
+    it gets alone with its own config; options a call gives apply to both kinds."""
+    import shutil
+
+    greedy = tmp_path / "greedy"
+    shutil.copytree(folder, greedy)
+    (greedy / "sampling.json").write_text('{"chat": {"top_k": 5}, "chat_with_images": {"temperature": 0}}')
+    pipe = LuminaMGPTPipeline.from_pretrained(greedy)
+    assert (pipe.preset.chat.temperature, pipe.preset.chat.top_k) == (1.0, 5)
+    assert (pipe.preset.chat_with_images.temperature, pipe.preset.chat_with_images.top_k) == (0.0, 5)
+    assert pipe.preset.config("edit") == pipe.preset.config("chat", with_images=True)
+    favour_token(pipe.transformer, pipe.layout.image_start_id)  # every reply draws
+    edit = [
+        {"role": "user", "content": task_message("edit", "Remove it.", 64, 32), "images": [scene(64, 32)]}
+    ]
+    words = [{"role": "user", "content": task_message("frames", "a photo of a red star", 64, 32, frames=2)}]
+    i2i = [{"role": "user", "content": task_message("i2i", "a red star", 64, 64, map_name="edge map")}]
+    requests = [
+        pipe.prepare_chat(edit),
+        pipe.prepare_chat(words, 64, 32),
+        pipe.prepare_chat(i2i, image_prefix=scene(64, 32)),
+    ]
+    assert [r.with_images for r in requests] == [True, False, True]
+    options = dict(max_new_tokens=40, progress=False)
+    replies = pipe.chat_many(requests, seed=3, **options)
+    assert [r.settings["image"]["temperature"] for r in replies] == [0.0, 1.0, 0.0]
+    alone = [
+        pipe.chat(edit, seed=3, temperature=0, **options),
+        pipe.chat(words, 64, 32, seed=4, temperature=1, **options),
+        pipe.chat(i2i, image_prefix=scene(64, 32), seed=5, temperature=0, **options),
+    ]
+    _replies_match(alone, replies)
+    given = pipe.chat_many(requests, seed=3, temperature=0.5, **options)
+    assert [r.settings["image"]["temperature"] for r in given] == [0.5] * 3
+    assert len({r.stats["seconds"] for r in given}) == 1  # one decode batch (its time)
+    assert replies[0].stats["seconds"] == replies[2].stats["seconds"] != replies[1].stats["seconds"]
+    (greedy / "sampling.json").write_text('{"chat_with_images": {"temprature": 0}}')
+    with pytest.raises(LuminaError, match=r"unknown chat_with_images keys \['temprature'\]"):
+        LuminaMGPTPipeline.from_pretrained(greedy)
+
+
 def test_text_to_image_batch_of_prompts_and_images(pipe):
     out = pipe(
         ["a red star", "two blue circles"],

@@ -125,6 +125,12 @@ def test_health_and_models(client, folder):
     models = client.get("/v1/models").json()
     assert models["object"] == "list" and [m["id"] for m in models["data"]] == [folder.name]
     assert models["data"][0]["family"] == "ours" and models["data"][0]["default_size"] == "128x128"
+    defaults = models["data"][0]["generation_defaults"]
+    assert defaults["chat/completions"]["image_temperature"] == 1.0  # chat's own names (temperature: text's)
+    assert defaults["chat/completions with images"]["image_temperature"] == 0.5
+    assert (
+        defaults["images/edits"]["temperature"] == 0.5 and defaults["images/generations"]["temperature"] == 1
+    )
     openapi = client.get("/openapi.json").json()
     assert {GENERATIONS, CHAT, "/v1/models", "/health"} <= set(openapi["paths"])
 
@@ -428,8 +434,8 @@ def test_concurrent_chats_share_one_decode_and_get_their_lone_replies(client, ur
         {"messages": [{"role": "user", "content": picture_question}], "size": "32x32", "seed": 5},
         {"messages": [{"role": "user", "content": "Draw a red star."}], "size": "64x32", "seed": 9},
     ]
-    for body in bodies:
-        body["max_tokens"] = 60
+    for body in bodies:  # the image temperature given: one config whether a chat holds an image or not
+        body |= {"max_tokens": 60, "image_temperature": 0.8}
     with ThreadPoolExecutor(2) as pool:
         replies = [pool.submit(client.post, CHAT, json=body) for body in bodies]
         wait_until(client, lambda h: h["queued"] == 2)

@@ -112,7 +112,7 @@ def test_edit_is_the_pipelines_editing_reply_and_a_mask_keeps_the_image(client, 
         [{"role": "user", "content": "Add a blue star. <|image|>", "images": [SCENE]}], 32, 32
     )
     start = [pipe.layout.image_start_id]
-    opened = ChatRequest(prepared.ids + start, 32, 32, start)
+    opened = ChatRequest(prepared.ids + start, 32, 32, start, with_images=True)
     expected = pipe.chat_many(
         [opened, opened], seed=[1, 2], max_new_tokens=block_length(32, 32, pipe.layout) - 1
     )

@@ -72,6 +72,9 @@ class ChatRequest:
     width: int  # canvas of the images the model draws
     height: int
     prefix: list[int]  # the given start of the reply (an open image block), or []
+    with_images: bool = (
+        False  # the conversation (or the prefix) holds an image: the preset's chat_with_images
+    )
 
 
 class LuminaMGPTPipeline:
@@ -224,10 +227,16 @@ class LuminaMGPTPipeline:
         return GenerationOutput(self._decode_blocks(blocks), blocks, result.stats, _describe(settings))
 
     def generation_config(
-        self, use: str, config: GenerationConfig | None = None, **options: Any
+        self,
+        use: str,
+        config: GenerationConfig | None = None,
+        *,
+        with_images: bool = False,
+        **options: Any,
     ) -> GenerationConfig:
-        """The config of a call of `use` ("t2i", "chat" or "edit"): `config` (default: the preset's) with the
-        given options (None: unchanged); a `SpeculativeSettings` as `speculative` gives all its fields."""
+        """The config of a call of `use` ("t2i", "chat" or "edit"): `config` (default: the preset's, of a
+        conversation that holds an image when `with_images`) with the given options (None: unchanged); a
+        `SpeculativeSettings` as `speculative` gives all its fields."""
         if isinstance(options.get("speculative"), SpeculativeSettings):
             spec = options.pop("speculative")
             options |= {
@@ -237,7 +246,7 @@ class LuminaMGPTPipeline:
                 "draft_init": spec.draft_init,
                 "nsigma": spec.nsigma,
             }
-        return (config or self.preset.config(use)).updated(use, **options)
+        return (config or self.preset.config(use, with_images)).updated(use, **options)
 
     # ----------------------------------------------------------------------------------------------- chat
 
@@ -268,19 +277,43 @@ class LuminaMGPTPipeline:
 
         `options` are the chat options of `GenerationConfig` (image `temperature`/`top_k`/`top_p`, their
         `text_` counterparts, `cfg_scale`, `force_size`, `max_new_tokens`, `speculative`, `window`, ...) on top
-        of `config` (default: the preset's chat config). A reply stops at the turn separator (or the family's
-        stop token) or after `max_new_tokens` (default: room for four images of its canvas); an image cut off
-        by the limit is dropped and counted in `stats["unfinished_images"]`. Speculative decoding applies to
-        image grids only. Reply k samples from its own stream seeded `seed + k` (or `seed[k]`), so it is the
-        reply `chat` gives that conversation alone with that seed. Each reply's `stats` hold its own
-        `prompt_tokens`, `generated_tokens` and `unfinished_images`, and the batch's forwards and time.
+        of `config` (default: the preset's chat config, or its `chat_with_images` for a chat that holds an
+        image; chats whose configs differ decode as separate batches). A reply stops at the turn separator (or
+        the family's stop token) or after `max_new_tokens` (default: room for four images of its canvas); an
+        image cut off by the limit is dropped and counted in `stats["unfinished_images"]`. Speculative decoding
+        applies to image grids only. Reply k samples from its own stream seeded `seed + k` (or `seed[k]`), so
+        it is the reply `chat` gives that conversation alone with that seed. Each reply's `stats` hold its own
+        `prompt_tokens`, `generated_tokens` and `unfinished_images`, and its batch's forwards and time.
         """
         if not requests:
             raise LuminaError("chat_many needs at least one chat request")
         if not all(isinstance(r, ChatRequest) for r in requests):
             raise LuminaError("chat_many takes prepared chats: [pipe.prepare_chat(messages), ...]")
+        seeds = row_seeds(seed, len(requests))
+        batches: dict[GenerationConfig, list[int]] = {}
+        for k, r in enumerate(requests):
+            batches.setdefault(
+                self.generation_config("chat", config, with_images=r.with_images, **options), []
+            ).append(k)
+        outputs: list[ChatOutput | None] = [None] * len(requests)
+        for batch_config, rows in batches.items():
+            replies = self._chat_batch(
+                [requests[k] for k in rows], [seeds[k] for k in rows], batch_config, callback, progress
+            )
+            for k, output in zip(rows, replies, strict=True):
+                outputs[k] = output
+        return outputs
+
+    def _chat_batch(
+        self,
+        requests: list[ChatRequest],
+        seeds: list[int],
+        config: GenerationConfig,
+        callback: Callable[[Step], None] | None,
+        progress: bool,
+    ) -> list[ChatOutput]:
+        """One decode batch of chats of one config (`chat_many`)."""
         positions = self.transformer.config.max_position_embeddings
-        config = self.generation_config("chat", config, **options)
         budgets = [
             config.max_new_tokens
             if config.max_new_tokens is not None
@@ -293,7 +326,7 @@ class LuminaMGPTPipeline:
             result = self.engine.generate(
                 [r.ids for r in requests],
                 settings,
-                row_seeds(seed, len(requests)),
+                seeds,
                 [(r.width, r.height) for r in requests],
                 callback=watch,
                 budgets=budgets,
@@ -380,7 +413,7 @@ class LuminaMGPTPipeline:
         width, height = self._canvas(width, height, sizes[-1] if sizes else None)
         ids = self._encode_messages(encoded, prefix or None)
         self.check_size(width, height, len(ids))
-        return ChatRequest(ids, width, height, prefix)
+        return ChatRequest(ids, width, height, prefix, bool(sizes or prefix))
 
     # ---------------------------------------------------------------------------------------------- helpers
 

@@ -1,10 +1,13 @@
 """Default canvas and generation config per model family: the releases' own (REFERENCE.md) and ours.
 
 A model folder may carry `sampling.json` to override them, e.g.
-`{"canvas": [128, 128], "t2i": {"cfg_scale": 3.0, "top_k": 0}, "chat": {"cfg_scale": 1.0}, "text": {"top_k": 1},
-"speculative": "exact"}` ("t2i" and "chat" hold generation options (`generate/config.py`) of each use; "text"
-the sampling of text tokens (temperature, top_k, top_p); "speculative" how image grids decode when a call does
-not say: "off" or a speculative mode). It resolves into the preset's two `GenerationConfig`s once, on loading.
+`{"canvas": [128, 128], "t2i": {"cfg_scale": 3.0, "top_k": 0}, "chat": {"cfg_scale": 1.0},
+"chat_with_images": {"temperature": 0}, "text": {"top_k": 1}, "speculative": "exact"}` ("t2i" and "chat" hold
+generation options (`generate/config.py`) of each use, "chat_with_images" what differs from "chat" when the
+conversation holds an image (editing, dense prediction, condition -> image: replies that transform a given image
+may want other sampling than replies drawn from text alone); "text" the sampling of text tokens (temperature,
+top_k, top_p); "speculative" how image grids decode when a call does not say: "off" or a speculative mode). It
+resolves into the preset's three `GenerationConfig`s once, on loading.
 """
 
 import json
@@ -18,22 +21,33 @@ PRESET_FILE = "sampling.json"
 TEXT_KEYS = ("temperature", "top_k", "top_p")  # the keys of sampling.json's "text" section
 
 
+SECTIONS = {
+    "t2i": ("t2i",),
+    "chat": ("chat",),
+    "chat_with_images": ("chat", "chat_with_images"),
+}  # keys applied
+
+
 @dataclass(frozen=True)
 class Preset:
-    """Canvas `(W, H)` when none is asked for, and the generation config of each use (edits use chat's)."""
+    """Canvas `(W, H)` when none is asked for, and the generation config of each use: text-to-image, chat, and
+    chat whose conversation holds an image (edits are such chats)."""
 
     canvas: tuple[int, int]
     t2i: GenerationConfig
     chat: GenerationConfig
+    chat_with_images: GenerationConfig
 
-    def config(self, use: str) -> GenerationConfig:
-        return self.t2i if use == "t2i" else self.chat
+    def config(self, use: str, with_images: bool = False) -> GenerationConfig:
+        """The config of `use` ("t2i", "chat", "edit"); `with_images`: the conversation holds an image."""
+        if use == "t2i":
+            return self.t2i
+        return self.chat_with_images if with_images or use == "edit" else self.chat
 
 
 def _family(t2i_cfg: float, t2i_top_k: int, chat_cfg: float, chat_top_k: int, **text: float) -> tuple:
-    return GenerationConfig(cfg_scale=t2i_cfg, top_k=t2i_top_k, **text), GenerationConfig(
-        cfg_scale=chat_cfg, top_k=chat_top_k, **text
-    )
+    chat = GenerationConfig(cfg_scale=chat_cfg, top_k=chat_top_k, **text)
+    return GenerationConfig(cfg_scale=t2i_cfg, top_k=t2i_top_k, **text), chat, chat
 
 
 PRESETS = {
@@ -54,9 +68,10 @@ def preset_for(kind: str, folder: Path | None = None) -> Preset:
         return preset
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
-        unknown = sorted(set(data) - {"canvas", "t2i", "chat", "text", "speculative"})
+        expected = ["canvas", *SECTIONS, "text", "speculative"]
+        unknown = sorted(set(data) - set(expected))
         if unknown:
-            raise ValueError(f"unknown keys {unknown}; expected canvas, t2i, chat, text, speculative")
+            raise ValueError(f"unknown keys {unknown}; expected {', '.join(expected)}")
         text = dict(data.get("text", {}))
         if set(text) - set(TEXT_KEYS):
             raise ValueError(
@@ -65,15 +80,17 @@ def preset_for(kind: str, folder: Path | None = None) -> Preset:
         common = {f"text_{key}": value for key, value in text.items()}
         if "speculative" in data:
             common["speculative"] = data["speculative"]
-        changes = {}
-        for use in ("t2i", "chat"):
-            section = common | dict(data.get(use, {}))
-            known = {option.name for option in options_of()}
-            if set(section) - known:
-                raise ValueError(
-                    f"unknown {use} keys {sorted(set(section) - known)}; expected {sorted(known)}"
-                )
-            changes[use] = replace(preset.config(use), **section)
+        changes, known = {}, {option.name for option in options_of()}
+        for name, keys in SECTIONS.items():
+            section = dict(common)
+            for key in keys:
+                given = dict(data.get(key, {}))
+                if set(given) - known:
+                    raise ValueError(
+                        f"unknown {key} keys {sorted(set(given) - known)}; expected {sorted(known)}"
+                    )
+                section |= given
+            changes[name] = replace(getattr(preset, name), **section)
         if "canvas" in data:
             width, height = data["canvas"]
             changes["canvas"] = (int(width), int(height))

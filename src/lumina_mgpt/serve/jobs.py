@@ -205,11 +205,12 @@ class ChatJob(Job):
         settings: GenerationConfig,
         seed: int,
         stream: bool,
+        image_prefix: Image.Image | None = None,
     ) -> None:
         super().__init__(stream)
         self.messages, self.canvas, self.settings, self.seed = messages, canvas, settings, seed
         self.image_markdown = False  # also write the reply's images into its text as markdown data URLs
-        self.image_prefix: Image.Image | None = None  # the given upper part of the canvas (v2 i2i; web UI)
+        self.image_prefix = image_prefix  # the given upper part of the canvas (v2 i2i; web UI)
 
 
 def image_job(
@@ -276,7 +277,7 @@ async def edit_job(
     except LuminaError as error:
         raise APIError(400, str(error), "size" if canvas else "image") from None
     start = [pipe.layout.image_start_id]
-    request = ChatRequest(prepared.ids + start, prepared.width, prepared.height, start)
+    request = ChatRequest(prepared.ids + start, prepared.width, prepared.height, start, with_images=True)
     try:
         pipe.check_size(request.width, request.height, len(request.ids))
     except LuminaError as error:
@@ -315,9 +316,14 @@ def _upload(data: bytes, limits: Limits, param: str) -> Image.Image:
 
 
 async def chat_job(
-    pipe: LuminaMGPTPipeline, limits: Limits, body: ChatCompletionRequest, model_id: str
+    pipe: LuminaMGPTPipeline,
+    limits: Limits,
+    body: ChatCompletionRequest,
+    model_id: str,
+    image_prefix: Image.Image | None = None,
 ) -> ChatJob:
-    """A validated chat job: image parts become `<|image|>` placeholders and images (decoded in a thread)."""
+    """A validated chat job: image parts become `<|image|>` placeholders and images (decoded in a thread); the
+    preset's config is that of a chat with images when it holds one (or an `image_prefix`)."""
     _check_model(body.model, model_id)
     width = height = None
     if body.size is not None and body.size != "auto":
@@ -326,7 +332,9 @@ async def chat_job(
             pipe.check_size(width, height)
         except LuminaError as error:
             raise APIError(400, str(error), "size") from None
-    settings = _config(pipe, "chat", body)
+    messages = await asyncio.to_thread(chat_messages, body, limits)
+    with_images = image_prefix is not None or any(m.get("images") for m in messages)
+    settings = _config(pipe, "chat", body, with_images)
     if body.max_completion_tokens is not None:
         settings = replace(settings, max_new_tokens=body.max_completion_tokens)
     if settings.max_new_tokens is not None and settings.max_new_tokens > limits.max_new_tokens:
@@ -335,9 +343,8 @@ async def chat_job(
             f"max_tokens is {settings.max_new_tokens}; this server allows at most {limits.max_new_tokens}",
             "max_tokens",
         )
-    messages = await asyncio.to_thread(chat_messages, body, limits)
     seed = secrets.randbelow(MAX_SEED) if body.seed is None else body.seed
-    job = ChatJob(messages, (width, height), settings, seed, body.stream)
+    job = ChatJob(messages, (width, height), settings, seed, body.stream, image_prefix)
     job.image_markdown = body.image_markdown
     return job
 
@@ -423,11 +430,11 @@ def _check_model(requested: str | None, model_id: str) -> None:
         )
 
 
-def _config(pipe: LuminaMGPTPipeline, use: str, body) -> GenerationConfig:
-    """The generation config of a request: the model's preset with the body's options (checked by the schema;
-    a combination the config refuses is a 400)."""
+def _config(pipe: LuminaMGPTPipeline, use: str, body, with_images: bool = False) -> GenerationConfig:
+    """The generation config of a request: the model's preset (of a chat with images when `with_images`) with
+    the body's options (checked by the schema; a combination the config refuses is a 400)."""
     try:
-        return pipe.generation_config(use, **generation_options(body, use))
+        return pipe.generation_config(use, with_images=with_images, **generation_options(body, use))
     except LuminaError as error:
         raise APIError(400, str(error)) from None
 

@@ -67,12 +67,18 @@ def generation_options(body: BaseModel, use: str) -> dict[str, Any]:
 
 
 def generation_defaults(preset: Preset) -> dict[str, dict[str, Any]]:
-    """What an absent option means at each endpoint: the model's preset, by the request's names."""
-    uses = {"images/generations": "t2i", "images/edits": "edit", "chat/completions": "chat"}
+    """What an absent option means at each endpoint (a chat whose messages hold an image apart): the model's
+    preset, by the request's names."""
+    uses = {
+        "images/generations": ("t2i", False),
+        "images/edits": ("edit", True),
+        "chat/completions": ("chat", False),
+        "chat/completions with images": ("chat", True),
+    }
     defaults = {}
-    for endpoint, use in uses.items():
+    for endpoint, (use, with_images) in uses.items():
         names = CHAT_NAMES if use == "chat" else {}
-        config = preset.config(use)
+        config = preset.config(use, with_images)
         defaults[endpoint] = {names.get(o.name, o.name): getattr(config, o.name) for o in options_of(use)}
     return defaults
 

@@ -3,8 +3,9 @@ exact message of each task, with an example image), and a multimodal chat that k
 
 The tabs build the API's own request bodies and go through its validation and batcher, so UI and API
 requests share decode batches and limits. Every generation option of a tab's use (`generate/config.py`) is a
-control (`option_controls`), its value the model's preset, its limits the config's. Needs `gradio` (the
-`serve` extra).
+control (`option_controls`), its value the model's preset, its limits the config's; an option whose preset
+differs between chats of text alone and chats that hold an image starts empty, so the server picks by the
+conversation. Needs `gradio` (the `serve` extra).
 """
 
 import math
@@ -64,8 +65,23 @@ def option_control(spec: Option, value: object, elem_id: str) -> gr.components.C
         return gr.Checkbox(value, label=label, elem_id=elem_id)
     if spec.choices:
         return gr.Dropdown(list(spec.choices), value=value, label=label, elem_id=elem_id)
+    return _number(spec, 0 if value is None else value, label, elem_id)
+
+
+def per_kind_control(spec: Option, text: object, images: object, elem_id: str) -> gr.components.Component:
+    """The control of an option whose default differs between a chat of text alone (`text`) and one that holds
+    an image (`images`): it starts empty, and left empty the server picks the default by the conversation."""
+    label = f"{spec.help} Empty: the model's default, {text} for a chat of text alone, {images} for one with an image."
+    if spec.kind is bool:
+        return gr.Dropdown(["true", "false"], value=None, label=label, elem_id=elem_id)
+    if spec.choices:
+        return gr.Dropdown(list(spec.choices), value=None, label=label, elem_id=elem_id)
+    return _number(spec, None, label, elem_id)
+
+
+def _number(spec: Option, value: float | None, label: str, elem_id: str) -> gr.Number:
     return gr.Number(
-        0 if value is None else value,
+        value,
         minimum=0 if spec.optional else spec.minimum,
         maximum=spec.high,
         precision=0 if spec.kind is int else None,
@@ -74,12 +90,22 @@ def option_control(spec: Option, value: object, elem_id: str) -> gr.components.C
     )
 
 
-def option_controls(use: str, config: GenerationConfig, prefix: str) -> dict[str, gr.components.Component]:
-    """A control per generation option of `use`, showing `config`'s values (made inside a Blocks context)."""
-    return {
-        spec.name: option_control(spec, getattr(config, spec.name), f"{prefix}-{spec.name.replace('_', '-')}")
-        for spec in options_of(use)
-    }
+def option_controls(
+    use: str, config: GenerationConfig, prefix: str, with_images: GenerationConfig | None = None
+) -> dict[str, gr.components.Component]:
+    """A control per generation option of `use`, showing `config`'s values (made inside a Blocks context); with
+    `with_images` (the config of a chat that holds an image), an option whose two defaults differ gets a
+    `per_kind_control`."""
+    controls = {}
+    for spec in options_of(use):
+        value, elem_id = getattr(config, spec.name), f"{prefix}-{spec.name.replace('_', '-')}"
+        other = value if with_images is None else getattr(with_images, spec.name)
+        controls[spec.name] = (
+            option_control(spec, value, elem_id)
+            if other == value
+            else per_kind_control(spec, value, other, elem_id)
+        )
+    return controls
 
 
 def request_options(use: str, values: tuple) -> dict[str, object]:
@@ -87,6 +113,8 @@ def request_options(use: str, values: tuple) -> dict[str, object]:
     names = CHAT_NAMES if use == "chat" else {}
     fields = {}
     for spec, value in zip(options_of(use), values, strict=True):
+        if spec.kind is bool and isinstance(value, str):  # a per-kind control's choice
+            value = value == "true"
         if value is not None and not (spec.optional and value == 0):
             number = spec.kind in (int, float) and not isinstance(value, bool)
             whole = number and spec.kind is int and float(value).is_integer()
@@ -182,8 +210,7 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
 
     async def _answer(body: ChatCompletionRequest, prefix: Image.Image | None):
         try:
-            job = await chat_job(pipe, limits, body, model_id)
-            job.image_prefix = prefix
+            job = await chat_job(pipe, limits, body, model_id, prefix)
             batcher.submit(job)
         except APIError as error:
             raise gr.Error(error.message) from None
@@ -264,7 +291,7 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
                     task_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                     task_run = gr.Button("Run", variant="primary", elem_id="task-run")
                     with gr.Accordion("Generation options", open=False):
-                        task_options = option_controls("chat", preset.chat, "task")
+                        task_options = option_controls("chat", preset.chat, "task", preset.chat_with_images)
                 with gr.Column(scale=3):
                     task_gallery = gr.Gallery(label="Images", columns=2, format="png", elem_id="task-gallery")
                     task_text = gr.Textbox(label="Text reply", interactive=False, elem_id="task-text")
@@ -303,7 +330,7 @@ def build_ui(batcher: Batcher, model_id: str) -> gr.Blocks:
                     ["auto", *sizes], value="auto", label="Size of images the model draws"
                 )
                 chat_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-                chat_options = option_controls("chat", preset.chat, "chat")
+                chat_options = option_controls("chat", preset.chat, "chat", preset.chat_with_images)
             chat_files = gr.File(label="Download the last reply", file_count="multiple", interactive=False)
             latest = gr.State(None)
             box.submit(
